@@ -1,0 +1,53 @@
+"""coupled_sde: coupled stochastic differential equations in PyTorch, and sync-SDE image editing.
+
+The core is one idea: K stochastic processes stepped in lockstep on one time grid, each drift
+evaluated by one batched call, each member's noise derived from one Brownian source through a
+coupling. Samplers, sync-SDE, SDEdit, FlowEdit, ODE inversion and convergence studies are
+configurations of :func:`solve`.
+"""
+
+from .brownian import BrownianSource, GridBrownian, IntervalBrownian, RecordedBrownian
+from .coupling import Correlated, Coupling, Independent, Reflection, Synchronous
+from .drivers import BrownianDriver, PathDriver
+from .errors import MissingDependencyError, NonFiniteError
+from .grid import TimeGrid
+from .integrators import Euler, EulerMaruyama, Heun, Integrator, Milstein
+from .reversal import ReverseSDE, backward_increments
+from .sde import ODE, SDE, Calculus, CoupledSDE, FunctionSDE, LinearSDE, NoiseType, StackedMembers
+from .solve import Solution, solve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BrownianDriver",
+    "BrownianSource",
+    "Calculus",
+    "Correlated",
+    "Coupling",
+    "CoupledSDE",
+    "Euler",
+    "EulerMaruyama",
+    "FunctionSDE",
+    "GridBrownian",
+    "Heun",
+    "Independent",
+    "Integrator",
+    "IntervalBrownian",
+    "LinearSDE",
+    "Milstein",
+    "MissingDependencyError",
+    "NoiseType",
+    "NonFiniteError",
+    "ODE",
+    "PathDriver",
+    "RecordedBrownian",
+    "Reflection",
+    "ReverseSDE",
+    "SDE",
+    "Solution",
+    "StackedMembers",
+    "Synchronous",
+    "TimeGrid",
+    "backward_increments",
+    "solve",
+]

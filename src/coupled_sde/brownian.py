@@ -1,0 +1,289 @@
+"""Brownian noise sources: each answers "the increment over the step from ``s`` to ``t``".
+
+An increment has shape ``(S, B, *noise)``: ``S`` independent *streams* (a coupling turns them into
+the K members' increments, see :mod:`coupled_sde.coupling`), ``B`` samples, and the per-sample noise
+shape of the SDE. Its law is ``N(0, |t - s| I)`` in either direction: on a decreasing grid (diffusion
+models integrate noise level from 1 to 0) it is the increment of the *backward* Brownian motion,
+``W(s) - W(t)``.
+
+Three sources:
+
+* :class:`GridBrownian` -- fixed grids, fast. Increments are a pure function of
+  ``(seed, stream, sample, step)``: the same seed gives the same noise whatever the batch composition
+  and the query order (A1111#5210, k-diffusion#25 are what happens otherwise). Refining the grid by an
+  integer factor gives the *same* path: build the source on the finest grid and every sub-grid's
+  increments are sums of fine ones, so a convergence study compares step sizes on one path.
+  Cost: one ``torch.randn`` per (stream, sample, chunk of steps) up front, about the cost of the
+  ``torch.randn`` calls of a hand-written loop (torchsde's ``BrownianInterval`` makes ~9 bridge
+  samples per step with a fresh generator each; see ``benchmarks/bench_ou.py``).
+* :class:`IntervalBrownian` -- an adapter over ``torchsde.BrownianInterval`` for arbitrary interval
+  queries (Brownian-bridge refinement), when the grid is not known in advance.
+* :class:`RecordedBrownian` -- replays recorded increments (drive an SDE with the noise of another
+  run, or with backward increments read off a path by :func:`coupled_sde.reversal.backward_increments`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from .grid import TimeGrid
+
+__all__ = ["BrownianSource", "GridBrownian", "IntervalBrownian", "RecordedBrownian", "sample_seed"]
+
+Tensor = torch.Tensor
+_MASK64 = (1 << 64) - 1
+#: Normal draws per seeding unit (a block of samples times a chunk of steps). Block and chunk sizes
+#: depend on the noise shape only, never on the batch or the grid length, so values stay a pure
+#: function of (seed, stream, sample, step).
+_CHUNK = 1 << 13
+#: Samples drawn together under an integer seed (small noise: one generator call serves many samples).
+_BLOCK = 64
+
+
+def _block_samples(per_step: int) -> int:
+    return max(1, min(_BLOCK, 1024 // per_step))
+
+
+def _chunk_steps(per_step_all_rows: int) -> int:
+    return max(1, _CHUNK // per_step_all_rows)
+
+
+@runtime_checkable
+class BrownianSource(Protocol):
+    """Anything that answers increments over intervals."""
+
+    shape: tuple[int, ...]  # (S, B, *noise)
+
+    def increment(self, s: float, t: float) -> Tensor:
+        """``W`` over the step from ``s`` to ``t``: shape :attr:`shape`, variance ``|t - s|``."""
+
+    def on_grid(self, grid: TimeGrid) -> Tensor:
+        """All increments along ``grid`` as one tensor ``(S, B, n_steps, *noise)``."""
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def sample_seed(*keys: int) -> int:
+    """A 63-bit generator seed that is a pure function of the integer ``keys`` (splitmix64 chain)."""
+    h = 0x243F6A8885A308D3
+    for k in keys:
+        h = _splitmix64(h ^ (int(k) & _MASK64))
+    return h >> 1
+
+
+class _Tabulated:
+    """Shared logic of sources whose increments live on a grid: sums over sub-steps."""
+
+    grid: TimeGrid
+    shape: tuple[int, ...]
+
+    def _table(self) -> Tensor:  # (S, B, N, *noise), already scaled by sqrt|dt|
+        raise NotImplementedError
+
+    def increment(self, s: float, t: float) -> Tensor:
+        i, j = self.grid.index(s), self.grid.index(t)
+        if j <= i:
+            raise ValueError(f"the step from {s!r} to {t!r} goes against the direction of the source's grid")
+        return self._table()[:, :, i:j].sum(2)
+
+    def on_grid(self, grid: TimeGrid) -> Tensor:
+        table = self._table()
+        if grid == self.grid:
+            return table
+        if grid.increasing != self.grid.increasing or not grid.is_subgrid_of(self.grid):
+            raise ValueError(
+                f"{grid!r} is not a sub-grid of the Brownian source's {self.grid!r}: build the source on the "
+                "finest grid (TimeGrid.refine keeps coarse points exactly)"
+            )
+        idx = [self.grid.index(t) for t in grid]
+        lengths = {b - a for a, b in zip(idx[:-1], idx[1:])}
+        if len(lengths) == 1 and idx[0] == 0 and idx[-1] == self.grid.n_steps:
+            r = lengths.pop()  # uniform refinement: one reshape-sum
+            return table.reshape(table.shape[:2] + (grid.n_steps, r) + table.shape[3:]).sum(3)
+        return torch.stack([table[:, :, a:b].sum(2) for a, b in zip(idx[:-1], idx[1:])], dim=2)
+
+
+class GridBrownian(_Tabulated):
+    """Counter-based Brownian increments on a fixed grid, with per-sample seeds.
+
+    Parameters
+    ----------
+    grid:
+        The finest grid the source will be queried on (any sub-grid may be queried too).
+    batch_size, noise_shape:
+        ``B`` and the per-sample noise shape (``SDE.brownian_shape(event)``).
+    seed:
+        An ``int`` (sample ``b``'s noise is a function of ``(seed, b)``: adding samples to the batch
+        leaves the others' noise unchanged) or one seed per sample (sample ``b``'s noise is a function
+        of ``seeds[b]`` alone, wherever it stands in the batch). Nothing reads the global RNG.
+    streams:
+        Independent streams ``S`` (a coupling declares how many it needs).
+    """
+
+    def __init__(
+        self,
+        grid: TimeGrid,
+        batch_size: int | None = None,
+        noise_shape: Sequence[int] = (),
+        seed: int | Sequence[int] = 0,
+        streams: int = 1,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.grid = grid
+        if isinstance(seed, int):
+            if batch_size is None:
+                raise ValueError("an integer seed needs batch_size (sample b's noise is a function of (seed, b))")
+            self._int_seed, self._seed_list, self.batch_size = seed, None, int(batch_size)
+        else:
+            self._int_seed, self._seed_list = None, [sample_seed(int(k), 0) for k in seed]
+            if batch_size is not None and len(self._seed_list) != batch_size:
+                raise ValueError(f"got {len(self._seed_list)} per-sample seeds for a batch of {batch_size}")
+            self.batch_size = len(self._seed_list)
+        self.noise_shape = tuple(int(n) for n in noise_shape)
+        self.streams = int(streams)
+        self.dtype, self.device = dtype, torch.device(device)
+        self.shape = (self.streams, self.batch_size) + self.noise_shape
+        self._cache: Tensor | None = None
+        self._gen = torch.Generator()
+        self._scale = torch.tensor([math.sqrt(abs(dt)) for _, dt in grid.steps()], dtype=torch.float64)
+        self._rows = 1 if self._seed_list is not None else _block_samples(max(1, math.prod(self.noise_shape)))
+        self._blocks = self._make_blocks()
+
+    def _table(self) -> Tensor:
+        if self._cache is None:
+            self._cache = self._generate()
+        return self._cache
+
+    def _generate(self) -> Tensor:
+        return self.steps(0, self.grid.n_steps)
+
+    def steps(self, i0: int, i1: int) -> Tensor:
+        """Increments of steps ``[i0, i1)`` of the source's own grid: ``(S, B, i1 - i0, *noise)``.
+
+        Generated on demand; the solver walks the grid chunk by chunk so that no large table is
+        allocated (fresh multi-megabyte buffers cost more in page faults than the draws themselves).
+        """
+        gen_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
+        out = torch.empty((self.streams, self.batch_size, i1 - i0) + self.noise_shape, dtype=gen_dtype)
+        g = self._gen
+        rows, chunk = self._rows, self.chunk_steps()
+        for s in range(self.streams):
+            for b0, b1, key in self._blocks:
+                for c in range(i0 // chunk, (i1 - 1) // chunk + 1):
+                    # Always draw a *full* chunk: torch.randn's values depend on the requested size, and
+                    # step i's value must not depend on how many steps are asked for.
+                    g.manual_seed(_splitmix64(key ^ (s << 40) ^ c) >> 1)
+                    a, b = max(i0, c * chunk), min(i1, (c + 1) * chunk)
+                    dst = out[s, b0:b1, a - i0 : b - i0]
+                    # Draw in place when the destination is a contiguous full block (the solver's case);
+                    # randn into a strided view would give other values than into a fresh tensor.
+                    if b1 - b0 == rows and b - a == chunk and dst.is_contiguous():
+                        torch.randn(dst.shape, generator=g, dtype=gen_dtype, out=dst)
+                    else:
+                        block = torch.randn((rows, chunk) + self.noise_shape, generator=g, dtype=gen_dtype)
+                        dst.copy_(block[: b1 - b0, a - c * chunk : b - c * chunk])
+        out.mul_(self._scale[i0:i1].to(gen_dtype).reshape((1, 1, i1 - i0) + (1,) * len(self.noise_shape)))
+        return out.to(device=self.device, dtype=self.dtype)
+
+    def chunk_steps(self) -> int:
+        """How many steps one generator call draws (the natural slice for iterating)."""
+        return _chunk_steps(max(1, math.prod(self.noise_shape)) * self._rows)
+
+    def _make_blocks(self) -> list[tuple[int, int, int]]:
+        """``(b0, b1, key)``: runs of samples drawn together. With an integer seed, samples are grouped
+        in fixed blocks of absolute indices whose key is a function of (seed, block), so a sample's
+        noise does not depend on the batch around it; with per-sample seeds each sample is a block."""
+        if self._seed_list is not None:
+            return [(b, b + 1, k) for b, k in enumerate(self._seed_list)]
+        rows = self._rows
+        return [
+            (b0, min(self.batch_size, b0 + rows), sample_seed(self._int_seed, b0 // rows, 0x5EED))
+            for b0 in range(0, self.batch_size, rows)
+        ]
+
+    def with_seed(self, seed: int | Sequence[int]) -> GridBrownian:
+        """The same source with other seeds (Monte Carlo over independent paths)."""
+        batch = self.batch_size if isinstance(seed, int) else None
+        return GridBrownian(self.grid, batch, self.noise_shape, seed, self.streams, self.dtype, self.device)
+
+
+class RecordedBrownian(_Tabulated):
+    """Replays recorded increments on a grid.
+
+    ``increments`` has shape ``(S, B, n_steps, *noise)``, the layout of :meth:`GridBrownian.on_grid`
+    (use ``increments.unsqueeze(0)`` for a single stream ``(B, n_steps, *noise)``).
+    """
+
+    def __init__(self, grid: TimeGrid, increments: Tensor) -> None:
+        if increments.dim() < 3 or increments.shape[2] != grid.n_steps:
+            raise ValueError(
+                f"recorded increments must have shape (S, B, n_steps={grid.n_steps}, *noise); got {tuple(increments.shape)}"
+            )
+        self.grid = grid
+        self._inc = increments
+        self.shape = (increments.shape[0], increments.shape[1]) + tuple(increments.shape[3:])
+
+    def _table(self) -> Tensor:
+        return self._inc
+
+    @classmethod
+    def from_source(cls, source: BrownianSource, grid: TimeGrid) -> RecordedBrownian:
+        """Record what another source answers along ``grid``."""
+        return cls(grid, source.on_grid(grid).clone())
+
+
+class IntervalBrownian:
+    """Adapter over ``torchsde.BrownianInterval``: arbitrary interval queries by bridge refinement.
+
+    One entropy seeds the whole ``(S, B, *noise)`` tensor (torchsde has no per-sample seeds), and the
+    path it produces depends on the order of queries; prefer :class:`GridBrownian` on fixed grids.
+    """
+
+    def __init__(
+        self,
+        t0: float,
+        t1: float,
+        batch_size: int,
+        noise_shape: Sequence[int] = (),
+        seed: int = 0,
+        streams: int = 1,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        dt: float | None = None,
+    ) -> None:
+        try:
+            import torchsde
+        except ImportError as e:  # pragma: no cover - torchsde is a core dependency
+            raise ImportError("IntervalBrownian needs torchsde: pip install torchsde") from e
+        lo, hi = min(t0, t1), max(t0, t1)
+        self.shape = (int(streams), int(batch_size)) + tuple(int(n) for n in noise_shape)
+        self._bm = torchsde.BrownianInterval(
+            t0=lo,
+            t1=hi,
+            size=self.shape,
+            dtype=dtype,
+            device=device,
+            entropy=seed,
+            dt=dt,
+            levy_area_approximation="none",
+        )
+        self._lo, self._hi = lo, hi
+
+    def increment(self, s: float, t: float) -> Tensor:
+        a, b = (s, t) if s <= t else (t, s)
+        # Clamp ULP-level excursions instead of failing (torchsde#152): grids are float64 and snapped.
+        a, b = max(a, self._lo), min(b, self._hi)
+        return self._bm(a, b)
+
+    def on_grid(self, grid: TimeGrid) -> Tensor:
+        return torch.stack([self.increment(s, s + dt) for s, dt in grid.steps()], dim=2)

@@ -1,0 +1,21 @@
+"""Integrators, one module each; every one declares its orders, calculus and noise types."""
+
+from .base import Integrator, IntegratorInfo
+from .euler_maruyama import Euler, EulerMaruyama
+from .heun import Heun
+from .milstein import Milstein
+
+__all__ = ["Integrator", "IntegratorInfo", "Euler", "EulerMaruyama", "Heun", "Milstein", "resolve_integrator"]
+
+
+def resolve_integrator(integrator: Integrator | str | None) -> Integrator:
+    """An integrator object from itself or a name (``"euler"``, ``"heun"``, ``"milstein"``)."""
+    if integrator is None:
+        return EulerMaruyama()
+    if isinstance(integrator, Integrator):
+        return integrator
+    names = {"euler": EulerMaruyama, "euler_maruyama": EulerMaruyama, "em": EulerMaruyama, "heun": Heun, "milstein": Milstein}
+    try:
+        return names[str(integrator).lower()]()
+    except KeyError:
+        raise ValueError(f"unknown integrator {integrator!r}; choose one of {sorted(names)}") from None

@@ -1,0 +1,240 @@
+"""``solve``: the one loop. K members x grid x integrator x driver (noise) x coupling.
+
+Every sampler, every editing method and every study in this package is a configuration of this
+loop; nothing else steps a system. Per step it asks the driver for the step's noise (Brownian
+increments through a coupling, a pinned path, or none), lets the integrator evaluate the drift of
+*all* members in one batched call per stage, and hands the drift part to the noise to finish the
+update.
+
+No hidden model calls: unlike ``torchsde.sdeint``, nothing evaluates the drift to "check shapes";
+shapes are checked on the results of the first real call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .brownian import BrownianSource
+from .coupling import Coupling, resolve_coupling
+from .drivers import BrownianDriver, Driver, ODEDriver, PathDriver
+from .errors import NonFiniteError
+from .grid import TimeGrid
+from .integrators import Integrator, resolve_integrator
+from .sde import SDE, CoupledSDE, NoiseType, as_coupled
+
+__all__ = ["solve", "Solution"]
+
+Tensor = torch.Tensor
+Callback = Callable[[int, float, Tensor], "Tensor | None"]
+
+
+@dataclass
+class Solution:
+    """What :func:`solve` returns.
+
+    ``y`` is the final state (``(B, *event)`` for a single process, ``(K, B, *event)`` for a coupled
+    system); ``ys`` stacks the states saved at ``ts`` along a new first dimension (``None`` when
+    nothing but the final state was asked for).
+    """
+
+    y: Tensor
+    ts: list[float] = field(default_factory=list)
+    ys: Tensor | None = None
+    n_steps: int = 0
+    n_drift_evals: int = 0
+
+
+class _Checked(CoupledSDE):
+    """Wraps a stacked system: counts drift evaluations, checks shapes once and finiteness always."""
+
+    def __init__(self, system: CoupledSDE, check_finite: bool) -> None:
+        self.system = system
+        self.noise_type, self.calculus = system.noise_type, system.calculus
+        self.brownian_size, self.n_members = system.brownian_size, system.n_members
+        self.check_finite = check_finite
+        self.n_evals = 0
+        self.step_index, self.step_time = 0, 0.0
+        self._shapes_checked = False
+
+    def drift(self, t: float, y: Tensor) -> Tensor:
+        f = self.system.drift(t, y)
+        self.n_evals += 1
+        if not self._shapes_checked:
+            if not isinstance(f, Tensor) or f.shape != y.shape:
+                got = tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__
+                raise ValueError(f"the drift returned shape {got} for a state of shape {tuple(y.shape)} (members, batch, *event)")
+            self._shapes_checked = True
+        # One reduction per call: NaN/Inf propagate into the sum. A huge finite sum that overflows
+        # triggers the exact elementwise check, which then finds nothing.
+        if self.check_finite and not math.isfinite(f.sum().item()):
+            self._raise_non_finite(f, y)
+        return f
+
+    def diffusion(self, t: float, y: Tensor) -> Tensor | float:
+        return self.system.diffusion(t, y)
+
+    def _raise_non_finite(self, f: Tensor, y: Tensor) -> None:
+        bad = ~torch.isfinite(f.reshape(f.shape[0], f.shape[1], -1)).all(-1)  # (K, B)
+        if not bad.any():
+            return
+        members = sorted({int(k) for k in torch.nonzero(bad)[:, 0]})
+        samples = sorted({int(b) for b in torch.nonzero(bad)[:, 1]})
+        state_ok = bool(torch.isfinite(y).all())
+        where = (
+            ""
+            if state_ok
+            else " (the state given to the drift was already non-finite: the previous step's noise or diffusion produced it)"
+        )
+        raise NonFiniteError(
+            f"the drift returned NaN/Inf at step {self.step_index} (t={self.step_time:.6g}) for member(s) {members}, "
+            f"sample(s) {samples[:10]}{'...' if len(samples) > 10 else ''}{where}",
+            self.step_index,
+            self.step_time,
+            members,
+            samples,
+            state_ok,
+        )
+
+
+def _check_diffusion_shape(system: SDE, t: float, y: Tensor) -> None:
+    """Validate the diffusion's shape once, before the loop (it is cheap: no model call)."""
+    nt = system.noise_type
+    if nt is None:
+        return
+    g = system.diffusion(t, y)
+    if isinstance(g, (int, float)):  # a constant broadcasts to any state
+        return
+    if not isinstance(g, Tensor):
+        raise TypeError(f"the diffusion must return a tensor or a float, got {type(g).__name__}")
+    if nt is NoiseType.GENERAL:
+        want = tuple(y.shape) + (system.brownian_size,)
+        if tuple(g.shape) != want:
+            raise ValueError(f"a general-noise diffusion must have shape {want} (state + (m,)), got {tuple(g.shape)}")
+    elif nt is NoiseType.DIAGONAL:
+        if tuple(g.shape) != tuple(y.shape):
+            raise ValueError(f"a diagonal diffusion must have the state's shape {tuple(y.shape)}, got {tuple(g.shape)}")
+    else:
+        try:
+            torch.broadcast_shapes(g.shape, y.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"an {nt.value} diffusion of shape {tuple(g.shape)} does not broadcast to the state {tuple(y.shape)}"
+            ) from None
+        if torch.broadcast_shapes(g.shape, y.shape) != y.shape:
+            raise ValueError(f"an {nt.value} diffusion of shape {tuple(g.shape)} would change the state's shape {tuple(y.shape)}")
+
+
+def _save_indices(grid: TimeGrid, save_at: Sequence[float] | str | None) -> list[int]:
+    if save_at is None:
+        return []
+    if isinstance(save_at, str):
+        if save_at != "all":
+            raise ValueError(f"save_at must be 'all', None or a sequence of grid times, got {save_at!r}")
+        return list(range(len(grid)))
+    try:
+        return sorted({grid.index(float(t)) for t in save_at})
+    except KeyError as e:
+        raise ValueError(f"save_at: {e.args[0]} (save times must be grid points)") from None
+
+
+def solve(
+    system: SDE,
+    y0: Tensor,
+    grid: TimeGrid | Sequence[float],
+    integrator: Integrator | str | None = None,
+    *,
+    noise: BrownianSource | Driver | int | Sequence[int] | None = None,
+    coupling: Coupling | str | float | None = None,
+    save_at: Sequence[float] | str | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    check_finite: bool = True,
+) -> Solution:
+    """Integrate ``system`` from ``y0`` along ``grid``.
+
+    Parameters
+    ----------
+    system:
+        An :class:`~coupled_sde.sde.SDE` (or ODE). For coupled members, a
+        :class:`~coupled_sde.sde.CoupledSDE` or a plain SDE that every member follows.
+    y0:
+        ``(B, *event)`` for one process; ``(K, B, *event)`` when ``coupling`` is given, ``system`` is a
+        :class:`~coupled_sde.sde.CoupledSDE`, or ``noise`` is a :class:`~coupled_sde.drivers.PathDriver`.
+    grid:
+        A :class:`~coupled_sde.grid.TimeGrid` (or a sequence of times), increasing or decreasing.
+    integrator:
+        ``"euler"`` (default), ``"heun"``, ``"milstein"`` or an :class:`Integrator`.
+    noise:
+        A seed (``int``, or one per sample), a Brownian source, or a driver. ODEs need none.
+    coupling:
+        How members share noise: ``"synchronous"`` (default), ``"independent"``, ``"reflection"``,
+        a correlation ``rho`` or a :class:`~coupled_sde.coupling.Coupling`.
+    save_at:
+        ``"all"`` or grid times at which to keep the state (returned as ``Solution.ys``).
+    callback:
+        ``callback(i, t_next, y)`` after every step; returning a tensor replaces the state.
+    progress:
+        Show a progress bar (tqdm).
+    check_finite:
+        Raise :class:`~coupled_sde.errors.NonFiniteError` naming the step and members as soon as a
+        drift returns NaN/Inf (one reduction per drift call).
+    """
+    if not isinstance(grid, TimeGrid):
+        grid = TimeGrid(grid)
+    if not isinstance(y0, Tensor) or not y0.is_floating_point():
+        raise TypeError(
+            f"y0 must be a floating-point tensor, got {type(y0).__name__ if not isinstance(y0, Tensor) else y0.dtype}"
+        )
+    integ = resolve_integrator(integrator)
+    integ.check(system)
+
+    stacked = coupling is not None or isinstance(system, CoupledSDE) or isinstance(noise, PathDriver)
+    if stacked and y0.dim() < 2:
+        raise ValueError(f"a coupled solve needs y0 of shape (members, batch, *event), got {tuple(y0.shape)}")
+    y = y0 if stacked else y0.unsqueeze(0)
+    if y.dim() < 2:
+        raise ValueError(f"y0 must have a batch dimension: (batch, *event), got {tuple(y0.shape)}")
+    cpl = resolve_coupling(coupling)
+    sys = _Checked(as_coupled(system, y.shape[0]), check_finite)
+
+    if system.noise_type is None:
+        if noise is not None and not isinstance(noise, Driver):
+            raise ValueError("the system is an ODE: it takes no Brownian noise")
+        driver = noise if isinstance(noise, Driver) else ODEDriver()
+    elif noise is None:
+        raise ValueError("an SDE needs noise: pass a seed (noise=0), a Brownian source or a driver")
+    else:
+        driver = noise if isinstance(noise, Driver) else BrownianDriver(noise)
+        _check_diffusion_shape(sys, grid[0], y)
+    driver.prepare(sys, y, grid, cpl)
+
+    save = _save_indices(grid, save_at)
+    save_set = set(save)
+    saved: list[Tensor] = [y] if 0 in save_set else []
+    steps = grid.steps()
+    iterator = range(len(steps))
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc=f"{integ.info.name} ({grid.n_steps} steps)", leave=False)
+    step = integ.step
+    for i in iterator:
+        t, dt = steps[i]
+        sys.step_index, sys.step_time = i, t
+        y = step(sys, t, dt, y, driver.step_noise(i, t, dt, y))
+        if callback is not None:
+            replaced = callback(i, t + dt, y)
+            if replaced is not None:
+                y = replaced
+        if i + 1 in save_set:
+            saved.append(y)
+
+    out = y if stacked else y[0]
+    ys = None
+    if saved:
+        ys = torch.stack(saved) if stacked else torch.stack(saved)[:, 0]
+    return Solution(y=out, ts=[grid[i] for i in save], ys=ys, n_steps=grid.n_steps, n_drift_evals=sys.n_evals)
