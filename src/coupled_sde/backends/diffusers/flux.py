@@ -1,0 +1,399 @@
+"""FLUX.1 (dev and schnell) as a coupled-SDE backbone, on top of a diffusers ``FluxPipeline``.
+
+The SDE state is the **unpacked, normalised** VAE latent ``(B, 16, h, w)`` in float32 (``h = H /
+vae_scale_factor``, normalised as ``(z - shift_factor) * scaling_factor``, exactly what the
+``FluxPipeline`` denoises before it packs it). Packing into 2x2 patches, the positional ids, the
+dtype cast to the transformer's dtype and back, and the per-sample guidance vector are handled in
+:meth:`FluxBackbone.predict`, which evaluates all K members of a coupled system (plus the negative
+entries of members using true CFG) in **one** transformer call.
+
+diffusers conventions used (0.42.x, see ``diffusers/pipelines/flux/pipeline_flux.py``):
+
+* ``FluxTransformer2DModel(hidden_states, timestep=sigma, guidance, pooled_projections,
+  encoder_hidden_states, txt_ids, img_ids)``; ``timestep`` and ``guidance`` are multiplied by 1000
+  inside the model, so the pipeline passes ``t / 1000 = sigma``; ``guidance`` is a per-sample
+  ``(batch,)`` vector (only for guidance-distilled models: ``transformer.config.guidance_embeds``);
+  ``img_ids`` and ``txt_ids`` are 2-D and shared by the whole batch.
+* the output ``u`` estimates ``eps - x0`` for ``x_sigma = (1 - sigma) x0 + sigma eps``.
+* the timestep schedule is ``FluxPipeline``'s: ``sigmas = linspace(1, 1/N, N)`` shifted by the
+  scheduler (dynamic, resolution-dependent shift ``mu = calculate_shift(image_seq_len, ...)`` for
+  FLUX.1-dev; the static ``shift`` of the config otherwise, i.e. none for FLUX.1-schnell).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from coupled_sde.backends.base import Condition, Prediction
+from coupled_sde.backends.diffusers._common import (
+    Generators,
+    check_image_size,
+    dedupe,
+    dtype_kwargs,
+    execution_device,
+    prompt_text,
+    vae_decode,
+    vae_encode,
+    warn,
+)
+
+if TYPE_CHECKING:
+    from diffusers import FluxPipeline
+
+__all__ = ["FluxBackbone", "FluxConditions", "calculate_shift", "flux_sigmas", "pack_latents", "unpack_latents"]
+
+#: Guidance-embedding value used when a member's ``guidance`` is ``None``: 1.0, the sync-SDE
+#: reference setting for both source and target (FluxPipeline's own default is 3.5).
+DEFAULT_GUIDANCE = 1.0
+
+
+def calculate_shift(
+    image_seq_len: int,
+    base_seq_len: int = 256,
+    max_seq_len: int = 4096,
+    base_shift: float = 0.5,
+    max_shift: float = 1.15,
+) -> float:
+    """FLUX's resolution-dependent shift ``mu``: linear in the number of image tokens.
+
+    Same formula as ``diffusers.pipelines.flux.pipeline_flux.calculate_shift`` (a module-level
+    function of the pipeline file, not of the scheduler), evaluated in Python floats.
+    """
+    slope = (max_shift - base_shift) / (max_seq_len - base_seq_len)
+    return image_seq_len * slope + base_shift - slope * base_seq_len
+
+
+#: Scheduler options that change the sigma schedule beyond shifting; when one is set,
+#: :func:`flux_sigmas` asks the scheduler itself instead of the closed form.
+_EXOTIC_SCHEDULER_OPTIONS = (
+    "shift_terminal",
+    "use_karras_sigmas",
+    "use_exponential_sigmas",
+    "use_beta_sigmas",
+    "invert_sigmas",
+    "use_flow_sigmas",
+)
+
+
+def flux_sigmas(n_steps: int, image_seq_len: int, scheduler: Any) -> torch.Tensor:
+    """The ``n_steps + 1`` noise levels ``FluxPipeline`` uses, in float64, ending with 0.
+
+    With ``s = linspace(1, 1/N, N)``: for a dynamic-shifting scheduler (FLUX.1-dev) ``sigma_i =
+    e^mu / (e^mu + 1/s_i - 1)`` with ``mu = calculate_shift(image_seq_len, base_image_seq_len,
+    max_image_seq_len, base_shift, max_shift)`` from the scheduler config (the "linear"
+    ``time_shift_type`` uses ``mu / (mu + 1/s_i - 1)``); otherwise the static shift ``sigma_i =
+    shift s_i / (1 + (shift - 1) s_i)`` (``shift = 1`` for FLUX.1-schnell: no shift). Then
+    ``sigma_N = 0`` is appended. This is what ``FlowMatchEulerDiscreteScheduler.set_timesteps(
+    sigmas=s, mu=mu)`` computes, but in float64 (the scheduler works in float32).
+
+    Scheduler configs with options beyond shifting (Karras/exponential/beta sigmas, a
+    ``shift_terminal``, ...) are delegated to a fresh copy of the scheduler and converted to float64.
+    """
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    config = scheduler.config
+    s = np.linspace(1.0, 1.0 / n_steps, n_steps)
+    mu = calculate_shift(
+        image_seq_len,
+        config.get("base_image_seq_len", 256),
+        config.get("max_image_seq_len", 4096),
+        config.get("base_shift", 0.5),
+        config.get("max_shift", 1.15),
+    )
+    if any(config.get(option) for option in _EXOTIC_SCHEDULER_OPTIONS):
+        fresh = type(scheduler).from_config(config)
+        sigmas = None if config.get("use_flow_sigmas") else s.tolist()
+        fresh.set_timesteps(num_inference_steps=n_steps, sigmas=sigmas, mu=mu)
+        return fresh.sigmas.to(torch.float64).cpu()
+    if config.get("use_dynamic_shifting", False):
+        if config.get("time_shift_type", "exponential") == "linear":
+            sigmas = mu / (mu + (1.0 / s - 1.0))
+        else:
+            sigmas = math.exp(mu) / (math.exp(mu) + (1.0 / s - 1.0))
+    else:
+        shift = float(getattr(scheduler, "shift", config.get("shift", 1.0)))
+        sigmas = shift * s / (1.0 + (shift - 1.0) * s)
+    return torch.from_numpy(np.append(sigmas, 0.0)).to(torch.float64)
+
+
+def pack_latents(latents: torch.Tensor) -> torch.Tensor:
+    """``(N, C, h, w)`` to FLUX tokens ``(N, h/2 * w/2, 4C)``: each 2x2 patch becomes one token.
+
+    Same layout as ``FluxPipeline._pack_latents`` (channel-major within a token: ``c, dy, dx``).
+    """
+    n, c, h, w = latents.shape
+    patches = latents.view(n, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return patches.reshape(n, (h // 2) * (w // 2), c * 4)
+
+
+def unpack_latents(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Inverse of :func:`pack_latents` for a latent of ``height x width`` (latent pixels, not image pixels)."""
+    n, _, dim = tokens.shape
+    patches = tokens.view(n, height // 2, width // 2, dim // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return patches.reshape(n, dim // 4, height, width)
+
+
+def latent_image_ids(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Positional ids ``(h/2 * w/2, 3)`` of the packed tokens: ``(0, row, column)``, as ``FluxPipeline``.
+
+    2-D and shared across the batch (3-D ids are deprecated in diffusers).
+    """
+    rows, cols = torch.meshgrid(torch.arange(height // 2), torch.arange(width // 2), indexing="ij")
+    ids = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1).reshape(-1, 3)
+    return ids.to(device=device, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class FluxConditions:
+    """The K members' conditioning, encoded once per edit by :meth:`FluxBackbone.encode_conditions`.
+
+    Attributes:
+        prompt_embeds: T5 embeddings of the distinct prompts, ``(U, seq, dim)``, transformer dtype.
+        pooled_prompt_embeds: CLIP pooled embeddings of the distinct prompts, ``(U, pooled_dim)``.
+        text_ids: the shared 2-D text positional ids ``(seq, 3)``.
+        prompt_rows: row of each member's prompt in the embeddings, ``(K,)``.
+        guidance: each member's guidance-embedding value, float32 ``(K,)``.
+        cfg_members: indices of the members that use true CFG, ``(Kc,)``.
+        negative_rows: row of each such member's negative prompt, ``(Kc,)``.
+        true_cfg: each such member's true-CFG scale, float32 ``(Kc,)``.
+    """
+
+    prompt_embeds: torch.Tensor
+    pooled_prompt_embeds: torch.Tensor
+    text_ids: torch.Tensor
+    prompt_rows: torch.Tensor
+    guidance: torch.Tensor
+    cfg_members: torch.Tensor
+    negative_rows: torch.Tensor
+    true_cfg: torch.Tensor
+
+    @property
+    def members(self) -> int:
+        """K, the number of conditioned members."""
+        return int(self.prompt_rows.shape[0])
+
+
+class FluxBackbone:
+    """A ``FluxPipeline`` (FLUX.1-dev, FLUX.1-schnell or a compatible checkpoint) seen as an :class:`ImageBackbone`.
+
+    Build it from an existing pipeline -- ``FluxBackbone(pipe)`` keeps whatever the pipeline was set
+    up with (``enable_model_cpu_offload``, LoRAs, a bf16 transformer, ...) -- or load one with
+    :meth:`from_pretrained`. Nothing is stored on the pipeline, and the backbone holds no per-edit
+    state: :meth:`encode_conditions` returns the encoded conditioning that :meth:`predict` takes.
+
+    Args:
+        pipe: the pipeline whose ``transformer``, ``vae``, text encoders and scheduler config are used.
+        default_guidance: guidance-embedding value for members whose ``guidance`` is ``None``
+            (FLUX.1-dev only; schnell has no guidance embedding). Default 1.0, the sync-SDE
+            reference setting; note ``FluxPipeline``'s own default is 3.5, and FlowEdit uses 1.5
+            (source) / 5.5 (target), which an editor passes per member.
+        max_sequence_length: T5 prompt length, as ``FluxPipeline``'s argument of that name (512;
+            256 is the usual value for schnell).
+    """
+
+    prediction: Prediction = "flow"
+
+    def __init__(self, pipe: FluxPipeline, *, default_guidance: float = DEFAULT_GUIDANCE, max_sequence_length: int = 512):
+        self.pipe = pipe
+        self.default_guidance = float(default_guidance)
+        self.max_sequence_length = int(max_sequence_length)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id_or_path: str,
+        *,
+        torch_dtype: torch.dtype = torch.bfloat16,
+        device: str | torch.device | None = None,
+        default_guidance: float = DEFAULT_GUIDANCE,
+        max_sequence_length: int = 512,
+        **pipeline_kwargs: Any,
+    ) -> FluxBackbone:
+        """Load a ``FluxPipeline`` checkpoint (hub id or local folder) and wrap it.
+
+        ``torch_dtype`` is the dtype the models run in (bf16, as in the reference); the SDE state
+        stays float32. ``device`` moves the whole pipeline there (leave it ``None`` and call
+        ``backbone.pipe.enable_model_cpu_offload()`` instead when the GPU is small). Other keyword
+        arguments go to ``FluxPipeline.from_pretrained`` (``revision``, ``variant``, ``token``, ...).
+        """
+        from diffusers import FluxPipeline
+
+        pipe = FluxPipeline.from_pretrained(model_id_or_path, **dtype_kwargs(torch_dtype), **pipeline_kwargs)
+        if device is not None:
+            pipe.to(device)
+        return cls(pipe, default_guidance=default_guidance, max_sequence_length=max_sequence_length)
+
+    # -- shapes ---------------------------------------------------------------------------------
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Image pixels per latent pixel (8 for FLUX.1 since diffusers 0.32)."""
+        return int(self.pipe.vae_scale_factor)
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the unpacked latent (16 for FLUX.1): the transformer's ``in_channels / 4``."""
+        return int(self.pipe.transformer.config.in_channels) // 4
+
+    @property
+    def has_guidance_embedding(self) -> bool:
+        """Whether the transformer takes a guidance value (FLUX.1-dev) or not (FLUX.1-schnell)."""
+        return bool(self.pipe.transformer.config.guidance_embeds)
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """The latent shape ``(C, h, w)`` of an ``height x width`` image; ``ValueError`` for sizes FLUX can't take."""
+        multiple = 2 * self.vae_scale_factor
+        why = f"the VAE downsamples by {self.vae_scale_factor} and FLUX packs 2x2 latent patches"
+        check_image_size(height, width, multiple, why)
+        return self.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor
+
+    def sigmas(self, n_steps: int, latent_shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+        """The ``n_steps + 1`` float64 noise levels ``sigma_0 = 1 > ... > sigma_N = 0`` of ``FluxPipeline``.
+
+        ``latent_shape`` is the unpacked latent's shape (``(C, h, w)``, or with a leading batch
+        dimension); the dynamic shift depends on its number of packed tokens ``h/2 * w/2``. See
+        :func:`flux_sigmas`.
+        """
+        height, width = int(latent_shape[-2]), int(latent_shape[-1])
+        return flux_sigmas(n_steps, (height // 2) * (width // 2), self.pipe.scheduler)
+
+    # -- conditioning ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_conditions(self, conditions: list[Condition]) -> FluxConditions:
+        """Encode the members' prompts once (one text-encoder batch over the distinct prompts).
+
+        Per member: ``prompt`` (``None`` = empty prompt), ``guidance`` (guidance-embedding value,
+        ``None`` -> ``default_guidance``; ignored with a warning by models without a guidance
+        embedding), and true CFG when ``true_cfg > 1`` **and** a ``negative_prompt`` is given
+        (like ``FluxPipeline``; either one alone is ignored with a warning).
+        """
+        if not conditions:
+            raise ValueError("encode_conditions needs at least one Condition")
+        prompts = [prompt_text(c.prompt) for c in conditions]
+        cfg_members = [k for k, c in enumerate(conditions) if c.true_cfg > 1 and c.negative_prompt is not None]
+        negatives = [prompt_text(conditions[k].negative_prompt) for k in cfg_members]
+        self._warn_ignored(conditions, cfg_members)
+
+        unique, row = dedupe(prompts + negatives)
+        device = execution_device(self.pipe)
+        embeds, pooled, text_ids = self.pipe.encode_prompt(
+            prompt=unique, prompt_2=None, device=device, max_sequence_length=self.max_sequence_length
+        )
+        dtype = self.pipe.transformer.dtype
+        guidance = [self.default_guidance if c.guidance is None else float(c.guidance) for c in conditions]
+        return FluxConditions(
+            prompt_embeds=embeds.to(dtype),
+            pooled_prompt_embeds=pooled.to(dtype),
+            text_ids=text_ids,
+            prompt_rows=torch.tensor([row[p] for p in prompts], device=device),
+            guidance=torch.tensor(guidance, dtype=torch.float32, device=device),
+            cfg_members=torch.tensor(cfg_members, dtype=torch.long, device=device),
+            negative_rows=torch.tensor([row[n] for n in negatives], dtype=torch.long, device=device),
+            true_cfg=torch.tensor([conditions[k].true_cfg for k in cfg_members], dtype=torch.float32, device=device),
+        )
+
+    def _warn_ignored(self, conditions: list[Condition], cfg_members: list[int]) -> None:
+        """Say so when a knob a member set has no effect (peers silently ignore negative prompts)."""
+        for k, c in enumerate(conditions):
+            if k not in cfg_members and c.negative_prompt is not None:
+                warn(f"member {k}: negative_prompt is ignored unless true_cfg > 1 (got true_cfg={c.true_cfg})")
+            if k not in cfg_members and c.true_cfg > 1:
+                warn(f"member {k}: true_cfg={c.true_cfg} is ignored without a negative_prompt")
+        if not self.has_guidance_embedding and any(c.guidance is not None for c in conditions):
+            warn("this FLUX model has no guidance embedding (schnell-like); the members' guidance is ignored")
+
+    # -- the model call -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, t: float, encoded: FluxConditions) -> torch.Tensor:
+        """The flow prediction ``u`` (estimate of ``eps - x0``) for all members, in one transformer call.
+
+        Args:
+            x: unpacked normalised latents ``(K, B, C, h, w)``, float32; member ``k`` is conditioned
+                on ``conditions[k]``.
+            t: the noise level ``sigma`` in [0, 1] (diffusers' ``timestep / 1000``).
+            encoded: the output of :meth:`encode_conditions` for the same K members.
+
+        Returns:
+            ``(K, B, C, h, w)`` float32. Members with true CFG get ``u_neg + true_cfg (u_pos -
+            u_neg)``; their negative entries ride in the same batch as extra rows.
+        """
+        members, batch, channels, height, width = self._check_state(x, encoded)
+        cfg = encoded.cfg_members
+        latents = x.reshape(members * batch, channels, height, width)
+        if cfg.numel():
+            latents = torch.cat([latents, x[cfg.to(x.device)].reshape(-1, channels, height, width)])
+        rows = torch.cat([encoded.prompt_rows, encoded.negative_rows]).repeat_interleave(batch)
+        guidance = torch.cat([encoded.guidance, encoded.guidance[cfg]]).repeat_interleave(batch)
+        u = self._transformer(latents, float(t), encoded, rows, guidance)
+        u_pos = u[: members * batch].view(members, batch, channels, height, width)
+        if cfg.numel():
+            u_neg = u[members * batch :].view(-1, batch, channels, height, width)
+            scale = encoded.true_cfg.to(u.device).view(-1, 1, 1, 1, 1)
+            u_pos = u_pos.clone()
+            u_pos[cfg.to(u.device)] = u_neg + scale * (u_pos[cfg.to(u.device)] - u_neg)
+        return u_pos.to(x.device)
+
+    def _check_state(self, x: torch.Tensor, encoded: FluxConditions) -> tuple[int, int, int, int, int]:
+        """Validate ``x``'s shape against the members and FLUX's 2x2 packing; return it."""
+        if x.ndim != 5:
+            raise ValueError(f"x must have shape (K, B, C, h, w), got {tuple(x.shape)}")
+        members, batch, channels, height, width = x.shape
+        if members != encoded.members:
+            raise ValueError(f"x has {members} members but the conditions were encoded for {encoded.members}")
+        if channels != self.latent_channels or height % 2 or width % 2:
+            raise ValueError(f"FLUX latents must have {self.latent_channels} channels and even sides, got {tuple(x.shape[2:])}")
+        return members, batch, channels, height, width
+
+    def _transformer(
+        self, latents: torch.Tensor, sigma: float, encoded: FluxConditions, rows: torch.Tensor, guidance: torch.Tensor
+    ) -> torch.Tensor:
+        """One call of the transformer on unpacked latents ``(N, C, h, w)``; returns float32 ``(N, C, h, w)``."""
+        transformer = self.pipe.transformer
+        device, dtype = execution_device(self.pipe, transformer), transformer.dtype
+        n, _, height, width = latents.shape
+        out = transformer(
+            hidden_states=pack_latents(latents).to(device=device, dtype=dtype),
+            timestep=torch.full((n,), sigma, device=device, dtype=dtype),
+            guidance=guidance.to(device) if self.has_guidance_embedding else None,
+            pooled_projections=encoded.pooled_prompt_embeds[rows].to(device),
+            encoder_hidden_states=encoded.prompt_embeds[rows].to(device),
+            txt_ids=encoded.text_ids.to(device),
+            img_ids=latent_image_ids(height, width, device, dtype),
+            return_dict=False,
+        )[0]
+        return unpack_latents(out.float(), height, width)
+
+    # -- images ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor, generator: Generators = None) -> torch.Tensor:
+        """Images ``(B, 3, H, W)`` in [-1, 1] to normalised float32 latents ``(B, 16, H/8, W/8)``.
+
+        A posterior *sample* (``latent_dist.sample``, as the sync-SDE reference), normalised as
+        ``(z - shift_factor) * scaling_factor``. Pass one generator per image for per-sample seeds.
+        ``H`` and ``W`` must be multiples of ``2 * vae_scale_factor`` (16); otherwise a
+        ``ValueError`` names the nearest valid size (diffusers would silently resize).
+        """
+        self.latent_shape(images.shape[-2], images.shape[-1])
+        vae = self.pipe.vae
+        latents = vae_encode(vae, images, generator, execution_device(self.pipe, vae), *self._vae_normalisation())
+        return latents.to(images.device)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents ``(B, 16, h, w)`` to float32 images ``(B, 3, 8h, 8w)`` clamped to [-1, 1]."""
+        vae = self.pipe.vae
+        images = vae_decode(vae, latents, execution_device(self.pipe, vae), *self._vae_normalisation())
+        return images.to(latents.device)
+
+    def _vae_normalisation(self) -> tuple[float, float]:
+        """``(scaling_factor, shift_factor)`` of the VAE config (shift 0 when the config has none)."""
+        config = self.pipe.vae.config
+        return float(config.scaling_factor), float(config.get("shift_factor") or 0.0)
