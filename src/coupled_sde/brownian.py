@@ -173,6 +173,10 @@ class GridBrownian(_Tabulated):
         Generated on demand; the solver walks the grid chunk by chunk so that no large table is
         allocated (fresh multi-megabyte buffers cost more in page faults than the draws themselves).
         """
+        return self.normals(i0, i1, scaled=True)
+
+    def normals(self, i0: int, i1: int, scaled: bool = False) -> Tensor:
+        """The standard normal draws behind steps ``[i0, i1)`` (``steps`` = these times ``sqrt|dt|``)."""
         gen_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
         out = torch.empty((self.streams, self.batch_size, i1 - i0) + self.noise_shape, dtype=gen_dtype)
         g = self._gen
@@ -192,7 +196,8 @@ class GridBrownian(_Tabulated):
                     else:
                         block = torch.randn((rows, chunk) + self.noise_shape, generator=g, dtype=gen_dtype)
                         dst.copy_(block[: b1 - b0, a - c * chunk : b - c * chunk])
-        out.mul_(self._scale[i0:i1].to(gen_dtype).reshape((1, 1, i1 - i0) + (1,) * len(self.noise_shape)))
+        if scaled:
+            out.mul_(self._scale[i0:i1].to(gen_dtype).reshape((1, 1, i1 - i0) + (1,) * len(self.noise_shape)))
         return out.to(device=self.device, dtype=self.dtype)
 
     def chunk_steps(self) -> int:
