@@ -52,11 +52,18 @@ _NO_NOISE = NoNoise()
 
 
 class BrownianStepNoise(StepNoise):
-    __slots__ = ("system", "dw", "n_event", "_term")
+    """``g dW`` with ``dW = scale * xi``: the scale ``sqrt|dt|`` is folded into the update (for a
+    scalar ``g`` it costs nothing), so grid sources never rescale their draws."""
 
-    def __init__(self, system: SDE, dw: Tensor | None, n_event: int) -> None:
-        self.system, self.dw, self.n_event = system, dw, n_event
+    __slots__ = ("system", "xi", "scale", "n_event", "_term")
+
+    def __init__(self, system: SDE, xi: Tensor | None, n_event: int, scale: float = 1.0) -> None:
+        self.system, self.xi, self.scale, self.n_event = system, xi, scale, n_event
         self._term: Tensor | float | None = None
+
+    @property
+    def dw(self) -> Tensor:  # type: ignore[override]
+        return self.xi if self.scale == 1.0 else self.xi * self.scale
 
     def _g_dw(self, t: float, y: Tensor) -> Tensor:
         g = self.system.diffusion(t, y)
@@ -64,24 +71,30 @@ class BrownianStepNoise(StepNoise):
 
     def advance(self, t: float, dt: float, y: Tensor, f: Tensor) -> Tensor:
         sys = self.system
-        if sys.noise_type is NoiseType.ADDITIVE:
+        if sys.noise_type is NoiseType.ADDITIVE or sys.noise_type is NoiseType.DIAGONAL:
             g = sys.diffusion(t, y)
-            if isinstance(g, (int, float)):  # fused: no temporary for g * dW
-                self._term = g
-                return torch.add(y, f, alpha=dt).add_(self.dw, alpha=g)
-            self._term = term = g * self.dw
-        else:
-            self._term = term = self._g_dw(t, y)
+            if isinstance(g, (int, float)):  # fused: no temporary for g dW
+                self._term = g * self.scale
+                return torch.add(y, f, alpha=dt).add_(self.xi, alpha=self._term)
+            out = torch.add(y, f, alpha=dt)
+            if sys.noise_type is NoiseType.ADDITIVE:
+                self._term = g * self.dw
+                return out.add_(self._term)
+            return out.addcmul_(g, self.xi, value=self.scale)
+        self._term = term = self._g_dw(t, y)
         return torch.add(y, f, alpha=dt).add_(term)
 
     def advance_trapezoidal(self, t: float, dt: float, y: Tensor, y_pred: Tensor, f: Tensor) -> Tensor:
         out = torch.add(y, f, alpha=dt)
         if self.system.noise_type is NoiseType.ADDITIVE:
-            term = self._term if self._term is not None else self.system.diffusion(t, y)
+            term = self._term
+            if term is None:  # corrector without a predictor through this object
+                g = self.system.diffusion(t, y)
+                term = g * self.scale if isinstance(g, (int, float)) else g * self.dw
             if isinstance(term, (int, float)):
-                return out.add_(self.dw, alpha=term)
-            return out.add_(term if self._term is not None else term * self.dw)
-        g_dw = self._term if self._term is not None else self._g_dw(t, y)
+                return out.add_(self.xi, alpha=term)
+            return out.add_(term)
+        g_dw = self._g_dw(t, y)
         return out.add_(0.5 * (g_dw + self._g_dw(t + dt, y_pred)))
 
 
@@ -127,12 +140,15 @@ class BrownianDriver(Driver):
         self._coupling = coupling
         self._noise = BrownianStepNoise(system, None, len(event))
         if isinstance(src, GridBrownian) and src.grid == grid:
-            # Walk the grid chunk by chunk (aligned with the source's draws): no large table.
+            # Walk the grid chunk by chunk (aligned with the source's draws): no large table, and
+            # the standard normals are used as they are, with sqrt|dt| folded into the update.
             self._source, self._fetch = src, src.chunk_steps()
             self._start, self._table = 0, None
+            self._scales = [abs(dt) ** 0.5 for _, dt in grid.steps()]
         else:
             self._source, self._fetch = None, grid.n_steps
             self._start, self._table = 0, self._couple(src.on_grid(grid))  # (S, B, N, *noise)
+            self._scales = None
         self._device, self._dtype, self._n = y0.device, y0.dtype, grid.n_steps
 
     def _couple(self, table: Tensor) -> Tensor:
@@ -141,13 +157,14 @@ class BrownianDriver(Driver):
     def step_noise(self, i: int, t: float, dt: float, y: Tensor) -> StepNoise:
         if self._table is None or i - self._start >= self._table.shape[2]:
             self._start = i
-            raw = self._source.steps(i, min(self._n, i + self._fetch)).to(device=self._device, dtype=self._dtype)
+            raw = self._source.normals(i, min(self._n, i + self._fetch)).to(device=self._device, dtype=self._dtype)
             self._table = self._couple(raw)
         dw = self._table[:, :, i - self._start]
         if self._coupling.state_dependent:
             dw = self._coupling.combine(dw, y)
         noise = self._noise
-        noise.dw, noise._term = dw, None
+        noise.xi, noise._term = dw, None
+        noise.scale = 1.0 if self._scales is None else self._scales[i]
         return noise
 
 

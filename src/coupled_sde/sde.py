@@ -150,6 +150,8 @@ class LinearSDE(SDE):
         self.noise_type = NoiseType.ADDITIVE if additive else NoiseType.DIAGONAL
 
     def drift(self, t: float, y: Tensor) -> Tensor:
+        if isinstance(self.a, (int, float)) and isinstance(self.b, (int, float)):
+            return y.mul(self.a).add_(self.b)
         return self.a * y + self.b
 
     def diffusion(self, t: float, y: Tensor) -> Tensor | float:
@@ -187,6 +189,9 @@ class StackedMembers(CoupledSDE):
         self.noise_type = sde.noise_type
         self.calculus = sde.calculus
         self.brownian_size = sde.brownian_size
+        if sde.noise_type is NoiseType.ADDITIVE:
+            # g depends on t only and broadcasts against (K, B, *event) as it does against (B, *event)
+            self.diffusion = sde.diffusion
 
     def drift(self, t: float, y: Tensor) -> Tensor:
         flat = y.flatten(0, 1)

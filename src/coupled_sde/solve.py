@@ -56,6 +56,7 @@ class _Checked(CoupledSDE):
         self.noise_type, self.calculus = system.noise_type, system.calculus
         self.brownian_size, self.n_members = system.brownian_size, system.n_members
         self.check_finite = check_finite
+        self.diffusion = system.diffusion  # no wrapper layer on the hot path
         self.n_evals = 0
         self.step_index, self.step_time = 0, 0.0
         self._shapes_checked = False
@@ -73,9 +74,6 @@ class _Checked(CoupledSDE):
         if self.check_finite and not math.isfinite(f.sum().item()):
             self._raise_non_finite(f, y)
         return f
-
-    def diffusion(self, t: float, y: Tensor) -> Tensor | float:
-        return self.system.diffusion(t, y)
 
     def _raise_non_finite(self, f: Tensor, y: Tensor) -> None:
         bad = ~torch.isfinite(f.reshape(f.shape[0], f.shape[1], -1)).all(-1)  # (K, B)
