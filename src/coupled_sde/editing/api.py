@@ -19,22 +19,52 @@ from .flowedit import flowedit
 from .ode_inversion import ode_inversion
 from .sdedit import sdedit
 from .sync_sde import sync_sde
+from .vp_methods import vp_ode_inversion, vp_sdedit, vp_sync_sde
 
-__all__ = ["METHODS", "edit_latents", "edit_images"]
+__all__ = ["METHODS", "VP_METHODS", "edit_latents", "edit_images"]
 
 
-def _sdedit(backbone: Any, x: torch.Tensor, source: Any, target: Any, **kw: Any) -> EditResult:
-    if kw.get("mask") is not None:
+def _is_vp(backbone: Any) -> bool:
+    """VP diffusion backbones (Stable Diffusion 1.x/2.x) predict ``epsilon`` or ``v``; flow ones ``flow``."""
+    return getattr(backbone, "prediction", None) in ("epsilon", "v")
+
+
+def _sdedit(
+    backbone: Any, x: torch.Tensor, source: Any, target: Any, *, seed: Seeds = 0, mask: Any = None, **kw: Any
+) -> EditResult:
+    if mask is not None:
         raise ValueError("masks are supported by sync-sde, flowedit and ode-inversion, not by sdedit")
-    kw.pop("mask", None)
-    return sdedit(backbone, x, target, **kw)
+    return (vp_sdedit if _is_vp(backbone) else sdedit)(backbone, x, target, seed=seed, **kw)
+
+
+def _ode_inversion(backbone: Any, x: torch.Tensor, source: Any, target: Any, seed: Seeds | None = None, **kw: Any) -> EditResult:
+    # deterministic: the seed is not used
+    return (vp_ode_inversion if _is_vp(backbone) else ode_inversion)(backbone, x, source, target, **kw)
+
+
+def _flowedit(backbone: Any, x: torch.Tensor, source: Any, target: Any, *, seed: Seeds = 0, **kw: Any) -> EditResult:
+    if _is_vp(backbone):
+        raise ValueError(
+            f"FlowEdit is defined for rectified-flow backbones (prediction 'flow'); {type(backbone).__name__} is a VP "
+            f"diffusion model (prediction {backbone.prediction!r}): use 'sync-sde', 'sdedit' or 'ode-inversion'"
+        )
+    return flowedit(backbone, x, source, target, seed=seed, **kw)
 
 
 METHODS: dict[str, Callable[..., EditResult]] = {
     "sync-sde": sync_sde,
-    "flowedit": flowedit,
+    "flowedit": _flowedit,
     "sdedit": _sdedit,
-    "ode-inversion": ode_inversion,
+    "ode-inversion": _ode_inversion,
+}
+
+#: The VP-diffusion implementations (``backbone.prediction`` in ``{"epsilon", "v"}``: Stable Diffusion
+#: 1.x/2.x), same names and calling convention; :func:`edit_latents` picks this table for VP backbones.
+VP_METHODS: dict[str, Callable[..., EditResult]] = {
+    "sync-sde": vp_sync_sde,
+    "flowedit": _flowedit,  # raises a clear error: FlowEdit is defined for flow models
+    "sdedit": _sdedit,
+    "ode-inversion": _ode_inversion,
 }
 
 
@@ -46,9 +76,10 @@ def edit_latents(
     target: Condition | str | int | None,
     **settings: Any,
 ) -> EditResult:
-    """Edit latents ``(B, *latent)`` with ``method`` (one of :data:`METHODS`)."""
+    """Edit latents ``(B, *latent)`` with ``method`` (one of :data:`METHODS`): the rectified-flow
+    implementation, or the VP one (:data:`VP_METHODS`) when ``backbone.prediction`` is ``"epsilon"``/``"v"``."""
     try:
-        fn = METHODS[method]
+        fn = (VP_METHODS if _is_vp(backbone) else METHODS)[method]
     except KeyError:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}") from None
     return fn(backbone, latents, source, target, **settings)
