@@ -9,6 +9,10 @@ way lets one loop (:func:`coupled_sde.solve`) run
 * and systems whose member 0 is *pinned* to a given path while the other members are driven by the
   increments that path implies (:class:`PathDriver`): the residual form of sync-SDE
   (``shared/spec/method.md`` §2), for any integrator, with exact reconstruction.
+
+Layout: inside the loop the K members' states are stored *flat*, ``(K * B, *event)``, member-major
+(a view of the stacked ``(K, B, *event)``), so that a plain SDE's drift is called on the state itself
+with no reshaping; drivers that need the member structure take views.
 """
 
 from __future__ import annotations
@@ -102,9 +106,11 @@ class Driver:
     """Prepares the per-step noise of a solve."""
 
     def prepare(self, system: SDE, y0: Tensor, grid: TimeGrid, coupling: Coupling) -> None:
-        """Called once before the loop with the stacked ``(K, B, *event)`` initial state."""
+        """Called once before the loop with the stacked ``(K, B, *event)`` initial state; ``system``
+        takes flat ``(K * B, *event)`` states."""
 
     def step_noise(self, i: int, t: float, dt: float, y: Tensor) -> StepNoise:
+        """The noise of step ``i``; ``y`` is the flat ``(K * B, *event)`` state."""
         raise NotImplementedError
 
 
@@ -139,29 +145,36 @@ class BrownianDriver(Driver):
             )
         self._coupling = coupling
         self._noise = BrownianStepNoise(system, None, len(event))
+        self._K, self._B = K, B
+        self._device, self._dtype, self._n = y0.device, y0.dtype, grid.n_steps
         if isinstance(src, GridBrownian) and src.grid == grid:
             # Walk the grid chunk by chunk (aligned with the source's draws): no large table, and
             # the standard normals are used as they are, with sqrt|dt| folded into the update.
             self._source, self._fetch = src, src.chunk_steps()
-            self._start, self._table = 0, None
             self._scales = [abs(dt) ** 0.5 for _, dt in grid.steps()]
+            self._start, self._views = 0, []
         else:
-            self._source, self._fetch = None, grid.n_steps
-            self._start, self._table = 0, self._couple(src.on_grid(grid))  # (S, B, N, *noise)
-            self._scales = None
-        self._device, self._dtype, self._n = y0.device, y0.dtype, grid.n_steps
+            self._source, self._fetch, self._scales = None, grid.n_steps, None
+            self._start, self._views = 0, self._per_step(src.on_grid(grid).to(device=y0.device, dtype=y0.dtype))
 
-    def _couple(self, table: Tensor) -> Tensor:
-        return table if self._coupling.state_dependent else self._coupling.combine(table)
+    def _per_step(self, raw: Tensor) -> list[Tensor]:
+        """``(S, B, steps, *noise)`` -> one flat ``(K * B, *noise)`` view per step (raw streams
+        ``(S, B, *noise)`` for state-dependent couplings, combined at each step)."""
+        if self._coupling.state_dependent:
+            return list(raw.unbind(2))
+        members = self._coupling.combine(raw)  # (K, B, steps, *noise)
+        steps = members.movedim(2, 0).reshape((raw.shape[2], self._K * self._B) + tuple(raw.shape[3:]))
+        return list(steps.unbind(0))
 
     def step_noise(self, i: int, t: float, dt: float, y: Tensor) -> StepNoise:
-        if self._table is None or i - self._start >= self._table.shape[2]:
-            self._start = i
-            raw = self._source.normals(i, min(self._n, i + self._fetch)).to(device=self._device, dtype=self._dtype)
-            self._table = self._couple(raw)
-        dw = self._table[:, :, i - self._start]
+        k = i - self._start
+        if k >= len(self._views):
+            self._start, k = i, 0
+            raw = self._source.normals(i, min(self._n, i + self._fetch))
+            self._views = self._per_step(raw.to(device=self._device, dtype=self._dtype))
+        dw = self._views[k]
         if self._coupling.state_dependent:
-            dw = self._coupling.combine(dw, y)
+            dw = self._coupling.combine(dw, y.view((self._K, self._B) + tuple(y.shape[1:]))).flatten(0, 1)
         noise = self._noise
         noise.xi, noise._term = dw, None
         noise.scale = 1.0 if self._scales is None else self._scales[i]
@@ -176,9 +189,10 @@ class _PathStepNoise(StepNoise):
     def __init__(self, drv: PathDriver, x_next: Tensor, extra: Tensor | None) -> None:
         self.drv, self.x_next, self.extra = drv, x_next, extra
 
-    def _update(self, y: Tensor, f: Tensor, dt: float) -> Tensor:
-        r, x_next = self.drv.reference, self.x_next
-        coupling = self.drv.coupling
+    def _update(self, y_flat: Tensor, f_flat: Tensor, dt: float) -> Tensor:
+        drv = self.drv
+        r, x_next, coupling = drv.reference, self.x_next, drv.coupling
+        y, f = y_flat.view(drv.stacked_shape), f_flat.view(drv.stacked_shape)
         if isinstance(coupling, Synchronous):
             # Difference form D' = D + (f_k - f_ref) dt, added to the path point: when a member equals
             # the reference and has the same drift it lands on the path *bit for bit*.
@@ -189,7 +203,7 @@ class _PathStepNoise(StepNoise):
             noise = coupling.combine(torch.stack(streams), y)
             out = torch.add(y, f, alpha=dt).add_(noise)
         out[r] = x_next
-        return out
+        return out.view(y_flat.shape)
 
     def advance(self, t: float, dt: float, y: Tensor, f: Tensor) -> Tensor:
         return self._update(y, f, dt)
@@ -224,6 +238,7 @@ class PathDriver(Driver):
         if not torch.equal(self.path[0].to(y0), y0[self.reference]):
             raise ValueError("the pinned member's initial state must equal path[0]")
         self.coupling = coupling
+        self.stacked_shape = tuple(y0.shape)
         self._path = self.path.to(device=y0.device, dtype=y0.dtype)
         n_streams = coupling.n_streams(y0.shape[0])
         self._extra = None
@@ -240,6 +255,6 @@ class PathDriver(Driver):
     def step_noise(self, i: int, t: float, dt: float, y: Tensor) -> StepNoise:
         extra = None
         if self._extra is not None:
-            g = self._system.diffusion(t, y[0])
+            g = self._system.diffusion(t, y)
             extra = g * self._extra[:, :, i]
         return _PathStepNoise(self, self._path[i + 1], extra)

@@ -24,7 +24,7 @@ from .brownian import RecordedBrownian
 from .drivers import StepNoise
 from .grid import TimeGrid
 from .integrators import Integrator, resolve_integrator
-from .sde import SDE, Calculus, NoiseType, as_coupled
+from .sde import SDE, Calculus, NoiseType
 
 __all__ = ["ReverseSDE", "backward_increments"]
 
@@ -97,10 +97,10 @@ def backward_increments(
     integ = resolve_integrator(integrator)
     integ.check(reverse)
     tol = tol if tol is not None else 64 * torch.finfo(path.dtype).eps
-    system = as_coupled(reverse, 1)
+    system = reverse  # integrators step plain SDEs on (B, *event) states directly
     out = []
     for i, (t, dt) in enumerate(grid.steps()):
-        x, x_next = path[i].unsqueeze(0), path[i + 1].unsqueeze(0)
+        x, x_next = path[i], path[i + 1]
         n = x_next - x - dt * system.drift(t, x)
         for _ in range(max_iter):
             resid = x_next - integ.step(system, t, dt, x, _FixedNoise(n))
@@ -112,5 +112,5 @@ def backward_increments(
         g = reverse.diffusion(t, x)
         if (torch.as_tensor(g) == 0).any():
             raise ValueError(f"the diffusion vanishes at t={t:.6g} (step {i}): the increment is not defined there")
-        out.append((n / g)[0])
+        out.append(n / g)
     return RecordedBrownian(grid, torch.stack(out, dim=1).unsqueeze(0))

@@ -24,7 +24,7 @@ from .drivers import BrownianDriver, Driver, ODEDriver, PathDriver
 from .errors import NonFiniteError
 from .grid import TimeGrid
 from .integrators import Integrator, resolve_integrator
-from .sde import SDE, CoupledSDE, NoiseType, as_coupled
+from .sde import SDE, CoupledSDE, NoiseType
 
 __all__ = ["solve", "Solution"]
 
@@ -48,26 +48,47 @@ class Solution:
     n_drift_evals: int = 0
 
 
-class _Checked(CoupledSDE):
-    """Wraps a stacked system: counts drift evaluations, checks shapes once and finiteness always."""
+class _Flat(SDE):
+    """The system as the loop sees it: flat ``(K * B, *event)`` states (see :mod:`coupled_sde.drivers`).
 
-    def __init__(self, system: CoupledSDE, check_finite: bool) -> None:
+    A plain SDE is called on the flat state directly (every member follows it: one call over the
+    ``K * B`` batch, no reshaping); a :class:`CoupledSDE` gets the stacked ``(K, B, *event)`` view.
+    Counts drift evaluations, checks the drift's shape on the first real call and its finiteness on
+    every call.
+    """
+
+    def __init__(self, system: SDE, stacked_shape: tuple[int, ...], check_finite: bool) -> None:
         self.system = system
-        self.noise_type, self.calculus = system.noise_type, system.calculus
-        self.brownian_size, self.n_members = system.brownian_size, system.n_members
+        self.noise_type, self.calculus, self.brownian_size = system.noise_type, system.calculus, system.brownian_size
+        self.stacked_shape = stacked_shape
+        self.coupled = isinstance(system, CoupledSDE)
+        if self.coupled and system.n_members != stacked_shape[0]:
+            raise ValueError(f"the system has {system.n_members} members but the initial state stacks {stacked_shape[0]}")
+        self._f = self._coupled_drift if self.coupled else system.drift
+        if not self.coupled or system.noise_type is NoiseType.ADDITIVE:
+            # additive g depends on t only: it broadcasts against flat and stacked states alike
+            self.diffusion = system.diffusion if not self.coupled else (lambda t, y: system.diffusion(t, y.view(stacked_shape)))
         self.check_finite = check_finite
-        self.diffusion = system.diffusion  # no wrapper layer on the hot path
         self.n_evals = 0
         self.step_index, self.step_time = 0, 0.0
         self._shapes_checked = False
 
+    def _coupled_drift(self, t: float, y: Tensor) -> Tensor:
+        return self.system.drift(t, y.view(self.stacked_shape)).reshape(y.shape)
+
+    def diffusion(self, t: float, y: Tensor) -> Tensor | float:  # coupled, state-dependent g
+        g = self.system.diffusion(t, y.view(self.stacked_shape))
+        if isinstance(g, Tensor) and g.dim() >= 2 and tuple(g.shape[:2]) == self.stacked_shape[:2]:
+            return g.flatten(0, 1)
+        return g
+
     def drift(self, t: float, y: Tensor) -> Tensor:
-        f = self.system.drift(t, y)
+        f = self._f(t, y)
         self.n_evals += 1
         if not self._shapes_checked:
             if not isinstance(f, Tensor) or f.shape != y.shape:
                 got = tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__
-                raise ValueError(f"the drift returned shape {got} for a state of shape {tuple(y.shape)} (members, batch, *event)")
+                raise ValueError(f"the drift returned shape {got} for a state of shape {tuple(y.shape)}")
             self._shapes_checked = True
         # One reduction per call: NaN/Inf propagate into the sum. A huge finite sum that overflows
         # triggers the exact elementwise check, which then finds nothing.
@@ -76,7 +97,8 @@ class _Checked(CoupledSDE):
         return f
 
     def _raise_non_finite(self, f: Tensor, y: Tensor) -> None:
-        bad = ~torch.isfinite(f.reshape(f.shape[0], f.shape[1], -1)).all(-1)  # (K, B)
+        K, B = self.stacked_shape[:2]
+        bad = ~torch.isfinite(f.reshape(K, B, -1)).all(-1)  # (K, B)
         if not bad.any():
             return
         members = sorted({int(k) for k in torch.nonzero(bad)[:, 0]})
@@ -197,7 +219,9 @@ def solve(
     if y.dim() < 2:
         raise ValueError(f"y0 must have a batch dimension: (batch, *event), got {tuple(y0.shape)}")
     cpl = resolve_coupling(coupling)
-    sys = _Checked(as_coupled(system, y.shape[0]), check_finite)
+    stacked_shape = tuple(y.shape)
+    sys = _Flat(system, stacked_shape, check_finite)
+    y = y.reshape((stacked_shape[0] * stacked_shape[1],) + stacked_shape[2:])  # flat (K * B, *event)
 
     if system.noise_type is None:
         if noise is not None and not isinstance(noise, Driver):
@@ -208,7 +232,10 @@ def solve(
     else:
         driver = noise if isinstance(noise, Driver) else BrownianDriver(noise)
         _check_diffusion_shape(sys, grid[0], y)
-    driver.prepare(sys, y, grid, cpl)
+    driver.prepare(sys, y.view(stacked_shape), grid, cpl)
+
+    def public(state: Tensor) -> Tensor:  # what users see: (K, B, *event), or (B, *event) for one process
+        return state.view(stacked_shape) if stacked else state.view(stacked_shape[1:])
 
     save = _save_indices(grid, save_at)
     save_set = set(save)
@@ -225,14 +252,15 @@ def solve(
         sys.step_index, sys.step_time = i, t
         y = step(sys, t, dt, y, driver.step_noise(i, t, dt, y))
         if callback is not None:
-            replaced = callback(i, t + dt, y)
+            replaced = callback(i, t + dt, public(y))
             if replaced is not None:
-                y = replaced
+                if tuple(replaced.shape) != tuple(public(y).shape):
+                    raise ValueError(
+                        f"the callback returned shape {tuple(replaced.shape)} for a state of shape {tuple(public(y).shape)}"
+                    )
+                y = replaced.reshape(y.shape)
         if i + 1 in save_set:
             saved.append(y)
 
-    out = y if stacked else y[0]
-    ys = None
-    if saved:
-        ys = torch.stack(saved) if stacked else torch.stack(saved)[:, 0]
-    return Solution(y=out, ts=[grid[i] for i in save], ys=ys, n_steps=grid.n_steps, n_drift_evals=sys.n_evals)
+    ys = torch.stack([public(s) for s in saved]) if saved else None
+    return Solution(y=public(y), ts=[grid[i] for i in save], ys=ys, n_steps=grid.n_steps, n_drift_evals=sys.n_evals)
