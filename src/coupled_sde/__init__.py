@@ -9,6 +9,7 @@ configurations of :func:`solve`.
 from .brownian import BrownianSource, GridBrownian, IntervalBrownian, RecordedBrownian
 from .coupling import Correlated, Coupling, Independent, Reflection, Synchronous
 from .drivers import BrownianDriver, PathDriver
+from .editing.image_api import edit_image
 from .errors import MissingDependencyError, NonFiniteError
 from .grid import TimeGrid
 from .integrators import Euler, EulerMaruyama, Heun, Integrator, Milstein
@@ -49,5 +50,6 @@ __all__ = [
     "Synchronous",
     "TimeGrid",
     "backward_increments",
+    "edit_image",
     "solve",
 ]

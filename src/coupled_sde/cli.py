@@ -10,6 +10,8 @@ import sys
 COMMANDS = {
     "demo": ("demo", "edit held-out digits with sync-SDE and every baseline on the shipped model (no downloads)"),
     "study": ("study", "closed-form studies: coupled Gaussian-mixture paths, convergence orders"),
+    "edit": ("edit", "edit an image with FLUX.1 / Stable Diffusion (needs the 'diffusers' extra)"),
+    "run": ("dataset", "edit a dataset of (image, source prompt, target prompt) triplets, resumable, with metrics"),
 }
 
 

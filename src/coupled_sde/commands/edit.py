@@ -1,0 +1,147 @@
+"""``coupled-sde edit``: edit one image with FLUX.1 or Stable Diffusion from the command line.
+
+Everything that can fail cheaply is checked before the model is loaded (minutes and tens of GB
+for FLUX.1-dev): the output file (never overwritten without ``--force``), the ``diffusers`` extra,
+the model folder and its pipeline class, the image, its size and the mask.
+
+This module imports only the standard library at import time (``coupled-sde --help`` stays fast);
+torch, diffusers and the editing code are imported inside :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+METHOD_CHOICES = ("sync-sde", "flowedit", "sdedit", "ode-inversion")
+
+_EPILOG = """\
+defaults per model (override any of them):
+  FLUX.1   sync-sde: --steps 28 --start 4 --guidance 1.0 (source guidance = guidance)
+           flowedit: --steps 28 --start 4 (n_max 24) --source-guidance 1.5 --guidance 5.5
+           sdedit, ode-inversion: --steps 28 --start 4 --guidance 1.0
+  SD 1.x/2.x  sync-sde, sdedit: --steps 50 --start 10 --guidance 7.5 (CFG)
+           ode-inversion: the same with --source-guidance 1.0 (DDIM inversion); flowedit: FLUX only
+
+example:
+  coupled-sde edit --model black-forest-labs/FLUX.1-dev --image cat.png \\
+      --source-prompt "a photo of a cat on a sofa" --target-prompt "a photo of a dog on a sofa" --out dog.png
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``edit`` subcommand's options."""
+    parser.epilog = _EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "--model", required=True, help="Hugging Face Hub id or local diffusers pipeline folder (FLUX.1 or SD 1.x/2.x)"
+    )
+    parser.add_argument("--image", required=True, help="the image to edit")
+    parser.add_argument("--source-prompt", required=True, help="describes the image as it is")
+    parser.add_argument("--target-prompt", required=True, help="the same description with only the edited words changed")
+    parser.add_argument("--out", required=True, help="output image file (.png, .jpg, .webp)")
+    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    parser.add_argument("--method", default="sync-sde", choices=METHOD_CHOICES, help="editing method (default: sync-sde)")
+    g = parser.add_argument_group("method settings (defaults depend on the model and method)")
+    g.add_argument("--steps", type=int, help="sampler grid steps N")
+    g.add_argument("--start", type=int, help="first grid index i0: smaller = more noise = bigger edits (FlowEdit: steps - n_max)")
+    g.add_argument("--n-max", type=int, help="FlowEdit's n_max (instead of --start)")
+    g.add_argument("--guidance", type=float, help="target guidance (FLUX guidance embedding / SD CFG scale)")
+    g.add_argument("--source-guidance", type=float, help="source guidance (default: --guidance; FlowEdit: 1.5)")
+    g.add_argument(
+        "--negative-prompt", help="true-CFG negative prompt for the target (FLUX, with --true-cfg > 1; SD: CFG negative)"
+    )
+    g.add_argument("--true-cfg", type=float, help="true classifier-free guidance scale on the target (FLUX)")
+    g.add_argument("--integrator", choices=("euler", "heun"), help="SDE/ODE integrator (not FlowEdit)")
+    g.add_argument("--mask", help="mask image of the same size, white = may change, black = keep (not SDEdit)")
+    g.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same image (default 0)")
+    r = parser.add_argument_group("runtime")
+    r.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the first available)")
+    r.add_argument("--dtype", default="auto", help="auto (bf16 FLUX / fp16 SD on GPU, fp32 on CPU), float32, bfloat16, float16")
+    r.add_argument("--offload", action="store_true", help="keep weights on the CPU, move each component to the GPU when used")
+    r.add_argument(
+        "--resize", action="store_true", help="resize the image to the nearest size the model takes instead of failing"
+    )
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def settings_from_args(args: argparse.Namespace) -> dict[str, object]:
+    """The method settings the user gave (user vocabulary of :mod:`coupled_sde.editing.image_api`)."""
+    names = ("steps", "start", "n_max", "guidance", "source_guidance", "negative_prompt", "true_cfg", "integrator")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def _say(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check everything cheap, load the model, edit, save; print model calls and seconds."""
+    from coupled_sde._optional import require
+    from coupled_sde.io import check_output, check_size, image_size
+
+    t_start = time.perf_counter()
+    out = check_output(args.out, args.force)  # before anything slow: no work lost to an existing file
+    height, width = image_size(args.image)  # missing / unreadable image: fail now
+    if args.mask is not None:
+        mask_hw = image_size(args.mask)
+        if mask_hw != (height, width):
+            raise ValueError(f"the mask {args.mask!r} is {mask_hw[0]}x{mask_hw[1]} (HxW) but the image is {height}x{width}")
+    if args.method == "sdedit" and args.mask is not None:
+        raise ValueError("sdedit does not support masks; use sync-sde, flowedit or ode-inversion")
+    if args.method != "flowedit" and args.n_max is not None:
+        raise ValueError("--n-max is FlowEdit's; other methods take --start")
+    require("diffusers", "diffusers")
+    require("transformers", "diffusers")
+
+    from coupled_sde.editing import image_api as api
+
+    family = api.model_family(args.model)  # missing folder / unsupported pipeline: fail now
+    api.check_method(args.method, family)
+    multiple = api.size_multiple(args.model, family)
+    if not args.resize:
+        check_size(height, width, multiple)
+
+    import torch
+
+    from coupled_sde.io import load_image, load_mask, resize_to_multiple, save_image
+
+    image = load_image(args.image)
+    if args.resize:
+        image = resize_to_multiple(image, multiple)
+    mask = None
+    if args.mask is not None:
+        mask = load_mask(args.mask, tuple(image.shape[-2:]), threshold=None)
+    settings = settings_from_args(args)
+
+    _say(f"loading {args.model} ({family}) ...", args.quiet)
+    t_load = time.perf_counter()
+    backbone = api.load_backbone(
+        args.model, family=family, device=args.device, dtype=args.dtype, offload=args.offload, quiet=args.quiet
+    )
+    load_seconds = time.perf_counter() - t_load
+    image = image.to(api.execution_device(backbone))
+    resolved = api.resolve_settings(backbone, args.method, settings)  # unknown / conflicting settings: before editing
+    _say(f"{args.method}: " + ", ".join(f"{k}={v}" for k, v in resolved.items()), args.quiet)
+    with torch.inference_mode():
+        result = api.edit_tensor(
+            backbone,
+            image,
+            args.source_prompt,
+            args.target_prompt,
+            args.method,
+            seed=args.seed,
+            mask=mask,
+            progress=not args.quiet,
+            **settings,
+        )
+    save_image(result.images, out, force=args.force)
+    total = time.perf_counter() - t_start
+    print(
+        f"saved {out} ({args.method}, seed {args.seed}): {result.model_calls} model calls "
+        f"({result.model_evaluations} evaluations), edit {result.seconds:.2f} s, "
+        f"model load {load_seconds:.1f} s, total {total:.1f} s"
+    )
+    return 0

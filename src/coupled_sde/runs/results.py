@@ -1,0 +1,193 @@
+"""Result files of dataset runs: one CSV row per edit, appended and flushed as each edit finishes.
+
+A run may be interrupted at any point (a preempted GPU job, Ctrl-C). Rows are written only after
+the edited image is safely on disk, each row is flushed and fsynced, and a half-written last line
+left by a crash is cut off before appending, so the CSV always lists exactly the finished edits.
+Restarting reads every result file in the output folder and skips the edits already done, keyed
+by (triplet id, method, settings, seed) -- see :func:`row_key`.
+
+Sharded runs write ``results.shard{i}.csv``; :func:`merge_results` concatenates them (and an
+existing ``results.csv``) into ``results.csv``, keeping one row per key.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "COLUMNS",
+    "METRIC_COLUMNS",
+    "ResultsWriter",
+    "done_keys",
+    "merge_results",
+    "read_results",
+    "result_files",
+    "results_path",
+    "row_key",
+]
+
+#: Metric columns (empty when metrics are off): CLIP score (up), LPIPS, DINO distance, L1 on 0..255 (down).
+METRIC_COLUMNS = ("clip", "lpips", "dino", "l1")
+
+#: Every result file has exactly these columns, in this order.
+COLUMNS = (
+    "triplet_id",
+    "method",
+    "settings",
+    "seed",
+    "source_image",
+    "source_prompt",
+    "target_prompt",
+    "mask",
+    "output",
+    "height",
+    "width",
+    "model_calls",
+    "model_evaluations",
+    "seconds",
+    *METRIC_COLUMNS,
+    "resolved",
+    "error",
+)
+
+_SHARD = re.compile(r"^results\.shard(\d+)\.csv$")
+
+
+def results_path(out_dir: str | os.PathLike, shards: int = 1, shard_index: int = 0) -> Path:
+    """``results.csv``, or ``results.shard{i}.csv`` for shard ``i`` of a sharded run."""
+    name = "results.csv" if shards == 1 else f"results.shard{shard_index}.csv"
+    return Path(out_dir) / name
+
+
+def result_files(out_dir: str | os.PathLike) -> list[Path]:
+    """``results.csv`` (if any) then the shard files in shard order."""
+    d = Path(out_dir)
+    shards = sorted((p for p in d.glob("results.shard*.csv") if _SHARD.match(p.name)), key=lambda p: int(_SHARD.match(p.name)[1]))
+    main = d / "results.csv"
+    return ([main] if main.is_file() else []) + shards
+
+
+def row_key(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    """What identifies an edit: (triplet id, method, settings JSON, seed)."""
+    return (str(row["triplet_id"]), str(row["method"]), str(row["settings"]), str(row["seed"]))
+
+
+def read_results(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[str, str]]:
+    """All well-formed rows of one or more result files (a folder means all its result files).
+
+    Rows cut short by a crash (missing fields) are ignored.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        p = Path(paths)
+        paths = result_files(p) if p.is_dir() else [p]
+    rows: list[dict[str, str]] = []
+    for path in paths:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in ("triplet_id", "method", "settings", "seed") if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(f"{str(path)!r} is not a coupled-sde results file (no column(s) {missing})")
+            for row in reader:
+                if None in row or any(v is None for v in row.values()):  # too many / too few fields
+                    continue
+                rows.append(row)
+    return rows
+
+
+def done_keys(out_dir: str | os.PathLike) -> set[tuple[str, str, str, str]]:
+    """Keys of the edits finished without error, over every result file in ``out_dir``."""
+    return {row_key(r) for r in read_results(result_files(out_dir)) if not r.get("error")}
+
+
+def _repair_tail(path: Path) -> None:
+    """Cut a half-written last line (no trailing newline) left by a crash."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        block = min(size, 1 << 20)
+        f.seek(size - block)
+        tail = f.read(block)
+        cut = tail.rfind(b"\n")
+        f.truncate(size - block + cut + 1 if cut >= 0 else 0)
+
+
+class ResultsWriter:
+    """Appends rows to a result file, writing the header first if the file is new or empty.
+
+    Use as a context manager; every :meth:`write` is flushed and fsynced before it returns.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            _repair_tail(self.path)
+            with open(self.path, newline="", encoding="utf-8") as f:
+                header = next(csv.reader(f), None)
+            if header is not None and tuple(header) != COLUMNS:
+                raise ValueError(f"{str(self.path)!r} has other columns than this version writes; use another output folder")
+        self._file = open(self.path, "a", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS)
+        if self._file.tell() == 0:
+            self._writer.writeheader()
+            self._sync()
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Append one row (missing columns are written empty) and make it durable."""
+        unknown = set(row) - set(COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown result columns {sorted(unknown)}")
+        self._writer.writerow({c: "" if row.get(c) is None else row[c] for c in COLUMNS})
+        self._sync()
+
+    def _sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> ResultsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def merge_results(out_dir: str | os.PathLike, remove_shards: bool = False) -> Path:
+    """Concatenate ``results.csv`` and ``results.shard*.csv`` of ``out_dir`` into ``results.csv``.
+
+    One row per edit key: a row without error wins over failed attempts, otherwise the first seen.
+    Written atomically. ``remove_shards`` deletes the shard files afterwards.
+    """
+    d = Path(out_dir)
+    files = result_files(d)
+    if not files:
+        raise FileNotFoundError(f"no results.csv or results.shard*.csv in {str(d)!r}")
+    merged: dict[tuple[str, str, str, str], dict[str, str]] = {}
+    for row in read_results(files):
+        key = row_key(row)
+        if key not in merged or (merged[key].get("error") and not row.get("error")):
+            merged[key] = row
+    target = d / "results.csv"
+    tmp = d / f".results.csv.{os.getpid()}.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in merged.values():
+            writer.writerow({c: row.get(c, "") for c in COLUMNS})
+    os.replace(tmp, target)
+    if remove_shards:
+        for p in files:
+            if p != target:
+                p.unlink()
+    return target
