@@ -18,14 +18,34 @@ from ..grid import TimeGrid
 from ..problems import GaussianMixture
 from .base import Condition
 
-__all__ = ["GaussianMixtureBackbone"]
+__all__ = ["GaussianMixtureBackbone", "MixtureMember", "encode_mixture_conditions"]
 
 
 @dataclass(frozen=True)
-class _Member:
+class MixtureMember:
+    """One member's conditioning on a mixture: component (``None`` = the whole mixture), CFG scale,
+    and the component replacing the unconditional model in CFG (``None`` = the whole mixture)."""
+
     component: int | None
     scale: float
     negative: int | None
+
+
+def encode_mixture_conditions(mixture: GaussianMixture, conditions: list[Condition]) -> list[MixtureMember]:
+    """Validate the members' classes against the mixture's components and encode them."""
+    out = []
+    for c in conditions:
+        for p in (c.prompt, c.negative_prompt):
+            if p is not None and not 0 <= int(p) < mixture.n_components:
+                raise ValueError(f"class {p!r} is not a component of a {mixture.n_components}-component mixture")
+        out.append(
+            MixtureMember(
+                None if c.prompt is None else int(c.prompt),
+                1.0 if c.guidance is None else float(c.guidance),
+                None if c.negative_prompt is None else int(c.negative_prompt),
+            )
+        )
+    return out
 
 
 class GaussianMixtureBackbone:
@@ -41,22 +61,10 @@ class GaussianMixtureBackbone:
     def sigmas(self, n_steps: int, latent_shape: tuple[int, ...] | None = None) -> torch.Tensor:
         return TimeGrid.rectified_flow(n_steps, shift=self.shift).times
 
-    def encode_conditions(self, conditions: list[Condition]) -> list[_Member]:
-        out = []
-        for c in conditions:
-            for p in (c.prompt, c.negative_prompt):
-                if p is not None and not 0 <= int(p) < self.mixture.n_components:
-                    raise ValueError(f"class {p!r} is not a component of a {self.mixture.n_components}-component mixture")
-            out.append(
-                _Member(
-                    None if c.prompt is None else int(c.prompt),
-                    1.0 if c.guidance is None else float(c.guidance),
-                    c.negative_prompt,
-                )
-            )
-        return out
+    def encode_conditions(self, conditions: list[Condition]) -> list[MixtureMember]:
+        return encode_mixture_conditions(self.mixture, conditions)
 
-    def predict(self, x: torch.Tensor, t: float, encoded: list[_Member]) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, t: float, encoded: list[MixtureMember]) -> torch.Tensor:
         if x.shape[0] != len(encoded):
             raise ValueError(f"state has {x.shape[0]} members but {len(encoded)} conditions were encoded")
         self.calls += 1

@@ -20,11 +20,11 @@ exact reconstruction, closeness to the source.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
 from ..problems import GaussianMixture
+from .analytic import MixtureMember, encode_mixture_conditions
 from .base import Condition, Prediction
 
 __all__ = ["GaussianMixtureVPBackbone", "scaled_linear_alphas_cumprod", "leading_timesteps"]
@@ -44,13 +44,6 @@ def leading_timesteps(n_steps: int, n_train_steps: int = 1000, steps_offset: int
         raise ValueError(f"n_steps must be an integer in [1, {n_train_steps}], got {n_steps!r}")
     n = int(n_steps)
     return (torch.arange(n, dtype=torch.int64) * (n_train_steps // n)).flip(0) + int(steps_offset)
-
-
-@dataclass(frozen=True)
-class _Member:
-    component: int | None
-    scale: float
-    negative: int | None
 
 
 class GaussianMixtureVPBackbone:
@@ -91,21 +84,9 @@ class GaussianMixtureVPBackbone:
         """``n_steps`` descending integer timesteps, "leading" spacing (``981, ..., 1`` for 50)."""
         return leading_timesteps(n_steps, self.n_train_steps, self.steps_offset)
 
-    def encode_conditions(self, conditions: list[Condition]) -> list[_Member]:
+    def encode_conditions(self, conditions: list[Condition]) -> list[MixtureMember]:
         """Per member: component (``None`` = the whole mixture), CFG scale, negative component."""
-        out = []
-        for c in conditions:
-            for p in (c.prompt, c.negative_prompt):
-                if p is not None and not 0 <= int(p) < self.mixture.n_components:
-                    raise ValueError(f"class {p!r} is not a component of a {self.mixture.n_components}-component mixture")
-            out.append(
-                _Member(
-                    None if c.prompt is None else int(c.prompt),
-                    1.0 if c.guidance is None else float(c.guidance),
-                    None if c.negative_prompt is None else int(c.negative_prompt),
-                )
-            )
-        return out
+        return encode_mixture_conditions(self.mixture, conditions)
 
     def _raw(self, x: torch.Tensor, abar: float, component: int | None) -> torch.Tensor:
         eps = self.mixture.vp_epsilon(x, abar, component)
@@ -114,7 +95,7 @@ class GaussianMixtureVPBackbone:
         # v = sqrt(a) eps - sqrt(1 - a) x0 with x0 = (x - sqrt(1 - a) eps) / sqrt(a)
         return eps / math.sqrt(abar) - math.sqrt((1.0 - abar) / abar) * x
 
-    def predict(self, x: torch.Tensor, t: int | float, encoded: list[_Member]) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, t: int | float, encoded: list[MixtureMember]) -> torch.Tensor:
         """The guided prediction for all K members of ``x`` ``(K, B, *event)`` at integer timestep ``t``."""
         if x.shape[0] != len(encoded):
             raise ValueError(f"state has {x.shape[0]} members but {len(encoded)} conditions were encoded")
