@@ -30,15 +30,21 @@ class SeparateCalls:
 
 
 class TimedCalls:
-    """Counts ``predict`` calls and the wall time spent inside them (synchronising CUDA), so that the
-    solver's own overhead is ``total time - model time``."""
+    """Counts ``predict`` calls and the wall time spent inside them (synchronising CUDA), and the time
+    spent encoding conditions, so that the solver's own overhead is what remains of an edit's time."""
 
     def __init__(self, backbone: Any) -> None:
         self.backbone = backbone
-        self.calls, self.seconds = 0, 0.0
+        self.calls, self.seconds, self.encode_seconds = 0, 0.0, 0.0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.backbone, name)
+
+    def encode_conditions(self, conditions: list[Condition]) -> Any:
+        t0 = time.perf_counter()
+        out = self.backbone.encode_conditions(conditions)
+        self.encode_seconds += time.perf_counter() - t0
+        return out
 
     def predict(self, x: torch.Tensor, t: float, encoded: Any) -> torch.Tensor:
         cuda = x.is_cuda

@@ -106,6 +106,7 @@ class StableDiffusionConditions:
         guidance: each member's CFG scale, float32 ``(K,)``.
         cfg_members: indices of the members with ``guidance != 1`` (they need an unconditional entry).
         uncond_rows: row of each such member's unconditional text (negative prompt or ``""``).
+        model_device: where the UNet's inputs go, looked up once per edit (``None``: per call).
     """
 
     prompt_embeds: torch.Tensor
@@ -113,6 +114,7 @@ class StableDiffusionConditions:
     guidance: torch.Tensor
     cfg_members: torch.Tensor
     uncond_rows: torch.Tensor
+    model_device: torch.device | None = None
 
     @property
     def members(self) -> int:
@@ -233,6 +235,7 @@ class StableDiffusionBackbone:
             guidance=torch.tensor(guidance, dtype=torch.float32, device=device),
             cfg_members=torch.tensor(cfg_members, dtype=torch.long, device=device),
             uncond_rows=torch.tensor([row[u] for u in uncond], dtype=torch.long, device=device),
+            model_device=execution_device(self.pipe, self.pipe.unet),
         )
 
     # -- the model call -------------------------------------------------------------------------
@@ -256,7 +259,7 @@ class StableDiffusionBackbone:
         if cfg.numel():
             latents = torch.cat([latents, x[cfg.to(x.device)].reshape(-1, channels, height, width)])
         rows = torch.cat([encoded.prompt_rows, encoded.uncond_rows]).repeat_interleave(batch)
-        out = self._unet(latents, t, encoded.prompt_embeds[rows])
+        out = self._unet(latents, t, encoded.prompt_embeds[rows], encoded.model_device)
         cond = out[: members * batch].view(members, batch, channels, height, width)
         if cfg.numel():
             uncond = out[members * batch :].view(-1, batch, channels, height, width)
@@ -275,10 +278,12 @@ class StableDiffusionBackbone:
             raise ValueError(f"latents must have {self.latent_channels} channels, got {x.shape[2]}")
         return tuple(x.shape)
 
-    def _unet(self, latents: torch.Tensor, t: int | float, embeds: torch.Tensor) -> torch.Tensor:
+    def _unet(
+        self, latents: torch.Tensor, t: int | float, embeds: torch.Tensor, device: torch.device | None = None
+    ) -> torch.Tensor:
         """One UNet call on ``(N, 4, h, w)`` latents at timestep ``t``; returns float32."""
         unet = self.pipe.unet
-        device, dtype = execution_device(self.pipe, unet), unet.dtype
+        device, dtype = device or execution_device(self.pipe, unet), unet.dtype
         timestep = torch.full((latents.shape[0],), float(t), device=device)
         out = unet(
             latents.to(device=device, dtype=dtype),
