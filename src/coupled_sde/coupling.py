@@ -14,7 +14,9 @@ what changes is the joint law of the members' increments:
   gives every pair the correlation ``rho``.
 * :class:`Reflection` -- member k >= 1 uses ``(I - 2 e e^T) dW`` with ``e`` the unit vector from
   member 0 to member k (per sample, over the event dimensions): the classical coupling that makes
-  processes *meet*; after they meet (``e`` undefined) they move synchronously.
+  continuous-time processes *meet*. In discrete time members cross rather than land on the same
+  point, so it keeps reflecting; only members that are exactly equal (``e`` undefined, e.g. equal
+  initial states) move synchronously.
 
 A coupling works on tensors ``(S, B, *noise)``; linear couplings are applied once to the whole
 increment table before the loop, reflection at every step from the current states.

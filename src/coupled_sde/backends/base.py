@@ -71,6 +71,29 @@ class Backbone(Protocol):
 
 
 @runtime_checkable
+class FlowBackbone(Backbone, Protocol):
+    """A rectified-flow backbone (``prediction == "flow"``) also gives its noise-level schedule,
+    which the flow editing methods use unless ``sigmas=`` is passed."""
+
+    def sigmas(self, n_steps: int, latent_shape: tuple[int, ...]) -> torch.Tensor:
+        """Float64 noise levels ``sigma_0 > ... > sigma_N = 0`` (``n_steps + 1`` values), e.g. FLUX's
+        resolution-dependent shifted schedule."""
+
+
+@runtime_checkable
+class VPBackbone(Backbone, Protocol):
+    """A VP diffusion backbone (``prediction`` ``"epsilon"`` or ``"v"``): its discrete schedule."""
+
+    #: float64 ``alphas_cumprod`` of the training schedule, indexed by integer timestep.
+    alphas_cumprod: torch.Tensor
+    #: ``alpha_bar`` after the last sampling step (diffusers' DDIM ``final_alpha_cumprod``).
+    final_alpha_cumprod: float
+
+    def timesteps(self, n_steps: int) -> torch.Tensor:
+        """``n_steps`` descending integer timesteps for sampling."""
+
+
+@runtime_checkable
 class ImageBackbone(Backbone, Protocol):
     """A backbone that also maps images to latents and back (VAE or identity)."""
 

@@ -25,7 +25,9 @@ def run(args: argparse.Namespace) -> int:
 
         (png,) = claim_outputs(args.out, ["coupled_paths.png"], args.force)
         study = coupled_paths()
-        print(f"target class: mean {study['target_mean'].tolist()}, std {study['target_std'].tolist()}")
+        print(
+            f"target class: mean {[round(v, 3) for v in study['target_mean'].tolist()]}, std {[round(v, 3) for v in study['target_std'].tolist()]}"
+        )
         for name, r in study["runs"].items():
             print(
                 f"{name:<12} edit mean {[round(v, 3) for v in r['mean'].tolist()]}  std {[round(v, 3) for v in r['std'].tolist()]}  corr(source, edit) {r['corr']:.3f}"
