@@ -172,18 +172,25 @@ def nearest_multiple(size: int, multiple: int) -> int:
     return max(multiple, (size + multiple // 2) // multiple * multiple)
 
 
-def check_size(height: int, width: int, multiple: int) -> None:
+def check_size(
+    height: int,
+    width: int,
+    multiple: int,
+    why: str = "this model needs it",
+    advice: str = "pass --resize (resize_to_multiple) or crop the image to it",
+) -> None:
     """Raise a ``ValueError`` naming the nearest valid size unless both sides are multiples of ``multiple``.
 
     diffusers pipelines silently resize such images; an editor must not change the user's framing
-    without being asked, so this says what to do instead (``--resize``, or crop).
+    without being asked, so this says what to do instead. ``why`` names the model's reason (the
+    backbones say which VAE / packing needs it) and ``advice`` what the caller can do.
     """
     if height % multiple == 0 and width % multiple == 0:
         return
     h, w = nearest_multiple(height, multiple), nearest_multiple(width, multiple)
     raise ValueError(
-        f"image size {height}x{width} (HxW) is not supported by this model: both sides must be multiples of "
-        f"{multiple}. The nearest valid size is {h}x{w}; pass --resize (resize_to_multiple) or crop the image to it."
+        f"image size {height}x{width} (HxW) is not supported: {why}, so both sides must be multiples of "
+        f"{multiple}. The nearest valid size is {h}x{w}; {advice}."
     )
 
 

@@ -65,24 +65,13 @@ def dedupe(texts: Iterable[str]) -> tuple[list[str], dict[str, int]]:
     return unique, {text: row for row, text in enumerate(unique)}
 
 
-def nearest_multiple(size: int, multiple: int) -> int:
-    """The multiple of ``multiple`` nearest to ``size`` (halves round up), at least ``multiple``."""
-    return max(multiple, (size + multiple // 2) // multiple * multiple)
-
-
 def check_image_size(height: int, width: int, multiple: int, why: str) -> None:
-    """Raise a ``ValueError`` naming the nearest valid size unless both sides are multiples of ``multiple``.
+    """:func:`coupled_sde.io.check_size` for a backbone: diffusers pipelines silently *resize* such
+    inputs (and the FlowEdit reference code broke when diffusers changed ``vae_scale_factor``); a
+    backbone that edits a given image must not, so it refuses and names the nearest valid size."""
+    from coupled_sde.io import check_size
 
-    diffusers pipelines silently *resize* such inputs (and the FlowEdit reference code broke when
-    diffusers changed ``vae_scale_factor``); a backbone that edits a given image must not.
-    """
-    if height % multiple == 0 and width % multiple == 0:
-        return
-    near_h, near_w = nearest_multiple(height, multiple), nearest_multiple(width, multiple)
-    raise ValueError(
-        f"image size {height}x{width} (HxW) is not supported: {why}, so both sides must be multiples of "
-        f"{multiple}. The nearest valid size is {near_h}x{near_w}; resize or crop the image to it."
-    )
+    check_size(height, width, multiple, why, advice="resize or crop the image to it")
 
 
 def batch_generators(generator: Generators, batch: int) -> Generators:
