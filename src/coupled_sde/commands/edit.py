@@ -82,8 +82,13 @@ def run(args: argparse.Namespace) -> int:
     from coupled_sde._optional import require
     from coupled_sde.io import check_output, check_size, image_size
 
+    from ._runtime import check_device, check_finite, check_hub_model, configure_threads
+
     t_start = time.perf_counter()
     out = check_output(args.out, args.force)  # before anything slow: no work lost to an existing file
+    check_device(args.device)
+    check_finite(settings_from_args(args), args.method)
+    configure_threads(args.threads)
     height, width = image_size(args.image)  # missing / unreadable image: fail now
     if args.mask is not None:
         mask_hw = image_size(args.mask)
@@ -98,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
     from coupled_sde.editing import image_api as api
 
+    check_hub_model(str(args.model))  # offline and not cached: one line now, not 28 s of retries
     family = api.model_family(args.model)  # missing folder / unsupported pipeline: fail now
     api.check_method(args.method, family)
     multiple = api.size_multiple(args.model, family)
@@ -111,6 +117,9 @@ def run(args: argparse.Namespace) -> int:
     image = load_image(args.image)
     if args.resize:
         image = resize_to_multiple(image, multiple)
+    resized = tuple(image.shape[-2:]) != (height, width)
+    if resized:
+        _say(f"--resize: {height}x{width} becomes {image.shape[-2]}x{image.shape[-1]} (HxW, multiples of {multiple})", args.quiet)
     mask = None
     if args.mask is not None:
         mask = load_mask(args.mask, tuple(image.shape[-2:]), threshold=None)
@@ -122,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, family=family, device=args.device, dtype=args.dtype, offload=args.offload, quiet=args.quiet
     )
     load_seconds = time.perf_counter() - t_load
+    configure_threads(getattr(args, "threads", None), backbone, api.execution_device(backbone))
     image = image.to(api.execution_device(backbone))
     resolved = api.resolve_settings(backbone, args.method, settings)  # unknown / conflicting settings: before editing
     _say(f"{args.method}: " + ", ".join(f"{k}={v}" for k, v in resolved.items()), args.quiet)
@@ -139,8 +149,9 @@ def run(args: argparse.Namespace) -> int:
         )
     save_image(result.images, out, force=args.force)
     total = time.perf_counter() - t_start
+    size = f", resized from {height}x{width} to {image.shape[-2]}x{image.shape[-1]}" if resized else ""
     print(
-        f"saved {out} ({args.method}, seed {args.seed}): {result.model_calls} model calls "
+        f"saved {out} ({args.method}, seed {args.seed}{size}): {result.model_calls} model calls "
         f"({result.model_evaluations} evaluations), edit {result.seconds:.2f} s, "
         f"model load {load_seconds:.1f} s, total {total:.1f} s"
     )
