@@ -145,6 +145,15 @@ def _check_sizes(jobs: Sequence[Job], multiple: int, resize: bool) -> None:
         raise ValueError(f"{len(bad)} image(s) can't be edited: " + "; ".join(bad[:5]) + more + ". Pass --resize to resize them")
 
 
+def _validate(per_method: dict[str, list[dict[str, Any]]]) -> None:
+    """Every setting's value, checked without a model (types, ranges, finite numbers)."""
+    from coupled_sde.commands._runtime import check_finite
+
+    for method, settings in per_method.items():
+        for s in settings:
+            check_finite(s, method)
+
+
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -187,11 +196,15 @@ def run_dataset(
         progress: a progress bar over the edits.
         log: where messages go (``None``: silent).
     """
+    from coupled_sde.commands._runtime import check_device
+
     t0 = time.perf_counter()
     say = log or (lambda message: None)
     out = Path(out_dir).expanduser()
     methods = list(methods)
     per_method = load_settings(settings, methods)
+    _validate(per_method)  # bad values fail now, not edit by edit after the model load
+    check_device(None if device is None else str(device))
     jobs = plan(list(triplets), methods, per_method, list(seeds), shards, shard_index)
     runtime = dict(
         metrics=metrics,
