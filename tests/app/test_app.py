@@ -81,7 +81,7 @@ def test_difference_map_has_a_scale():
 
 
 def test_digits_edit_is_the_library_edit(digits):
-    from coupled_sde.editing.image_api import edit_tensor
+    from coupled_sde.editing.api import edit_tensor
 
     picture, source, target = digits.examples[0]
     edit = run_edit(digits, picture, source, target, "sync-sde", seed=3, steps=10, start=3)

@@ -41,8 +41,8 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from coupled_sde.backends.diffusers import tiny_flux_pipeline  # noqa: E402
-from coupled_sde.editing.image_api import edit_image, load_backbone  # noqa: E402
+from coupled_sde.backends.hf import tiny_flux_pipeline  # noqa: E402
+from coupled_sde.editing.api import edit_image, load_backbone  # noqa: E402
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 PROMPTS = ("a photo of a cat", "a photo of a dog")

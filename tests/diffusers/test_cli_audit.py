@@ -19,7 +19,7 @@ from PIL import Image
 
 from coupled_sde import cli
 from coupled_sde.commands import _runtime
-from coupled_sde.editing import image_api
+from coupled_sde.editing import api as image_api
 from coupled_sde.errors import NonFiniteError
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")

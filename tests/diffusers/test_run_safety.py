@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from coupled_sde.editing import image_api
+from coupled_sde.editing import api as image_api
 from coupled_sde.io import image_size
 from coupled_sde.runs import (
     FolderLock,

@@ -66,45 +66,59 @@ class SettingField:
 
 
 def _api() -> Any:
-    from ..editing import image_api
+    from ..editing import api
 
-    return image_api
+    return api
 
 
-#: Settings of the app's settings panel (the negative prompt has its own box; sync-SDE ablations stay in the API).
+#: Settings of the app's settings panel (the negative prompt has its own box; sync-SDE's ablations stay in the API).
 _SHOWN = ("steps", "start", "n_max", "guidance", "source_guidance", "true_cfg", "integrator", "eta", "n_min", "n_avg")
-_KINDS = {"steps": "int", "start": "int", "n_max": "int", "n_min": "int", "n_avg": "int", "integrator": "choice"}
-_CHOICES = {"integrator": ("euler", "heun")}
 #: Values that change nothing, for settings without a default (true CFG off).
 _NEUTRAL = {"true_cfg": 1.0}
 #: What a choice without a default shows: the method picks (e.g. the exact DDIM step on Stable Diffusion).
 DEFAULT_CHOICE = "default"
+#: Integrator names shown (the registry also accepts aliases: euler_maruyama, em, ddpm, ancestral).
+_INTEGRATORS = ("euler", "heun", "milstein", "ddim")
 
 
 def methods_for(backbone: Any) -> list[str]:
-    """The methods that apply to a backbone (FlowEdit is defined for rectified-flow models only)."""
-    api = _api()
-    family = api.backbone_family(backbone)
-    return [m for m in api.SETTING_KEYS if m in api.DEFAULTS[family]]
+    """The registered methods whose defaults resolve on this backbone (every built-in one does)."""
+    from ..editing.registry import method_names, resolve_settings
+
+    out = []
+    for m in method_names():
+        try:
+            resolve_settings(backbone, m, {})
+        except ValueError:
+            continue
+        out.append(m)
+    return out
 
 
 def method_settings(backbone: Any, method: str) -> list[SettingField]:
-    """The method's settings with this model's defaults, in the panel's order."""
-    api = _api()
-    defaults = api.resolve_settings(backbone, method, {})
-    keys = api.SETTING_KEYS[method]
+    """The method's settings (from the method registry) with this model's defaults (backbone registry)."""
+    from ..editing.registry import CONDITION_SETTINGS, get_method, resolve_settings
+
+    m = get_method(method)
+    defaults = resolve_settings(backbone, method, {})
     fields = []
     for name in _SHOWN:
-        if name not in keys:
+        if name not in m.accepts:
             continue
-        kind = _KINDS.get(name, "float")
+        spec = m.settings.get(name) or CONDITION_SETTINGS[name]
         default = defaults.get(name, _NEUTRAL.get(name))
-        choices = _CHOICES.get(name, ())
-        if kind == "choice" and default is None:
-            default, choices = DEFAULT_CHOICE, (DEFAULT_CHOICE, *choices)
+        if default is None and name in ("guidance", "source_guidance"):
+            default = getattr(backbone, "default_guidance", None)  # what the backbone uses when none is given
+        if spec.choices:
+            kind = "choice"
+            choices = tuple(c for c in _INTEGRATORS if c in spec.choices) if name == "integrator" else tuple(spec.choices)
+            if default is None:
+                default, choices = DEFAULT_CHOICE, (DEFAULT_CHOICE, *choices)
+        else:
+            kind, choices = ("int" if spec.type is int else "float"), ()
         if default is None:
-            continue  # no default to show (FlowEdit's n_max is given through start = steps - n_max)
-        fields.append(SettingField(name, kind, default, low=1 if name == "steps" else 0, choices=choices))
+            continue  # nothing to show (FlowEdit's n_max is given through start = steps - n_max)
+        fields.append(SettingField(name, kind, default, spec.low, spec.high, choices, spec.help))
     return fields
 
 

@@ -161,7 +161,7 @@ def hub_model(model: str, *, device: str | None = None, dtype: str | None = None
 
     Pictures are resized to the nearest sides the model takes (the app says so when it does).
     """
-    from ..editing import image_api as api
+    from ..editing import api
     from ..io import load_image, to_pil
 
     family = api.model_family(model)  # before any weights: a bad path or an unsupported pipeline fails now
