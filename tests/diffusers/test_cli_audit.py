@@ -222,3 +222,80 @@ def test_dataset_run_errors_are_one_line(main, flux_dir, tmp_path, capsys):
     base = ["run", "--model", str(flux_dir), "--dataset", str(data), "--out", str(tmp_path / "run"), "--quiet"]
     assert main([*base, "--device", "cuda:7"]) == 1
     _one_line_error(capsys, "--device cuda:7")
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--steps", "0"], "steps=0 is outside"),
+        (["--start", "-1"], "start=-1 is outside"),
+        (["--steps", "3", "--start", "3"], "start=3"),
+        (["--steps", "3", "--start", "0"], "start=0 begins at sigma=1"),
+        (["--method", "sdedit", "--source-guidance", "2"], "does not take"),
+        (["--true-cfg", "0.5"], "true_cfg=0.5 is outside"),
+    ],
+)
+def test_bad_settings_are_refused_before_loading(main, flux_dir, tmp_path, capsys, no_loading, extra, needle):
+    args = _edit(flux_dir, _image(tmp_path / "in.png"), tmp_path / "o.png")
+    i = args.index("--steps")
+    del args[i : i + 4]  # this test's own --steps / --start
+    assert main([*args, *extra]) == 1
+    _one_line_error(capsys, needle)
+
+
+def test_steps_below_the_models_default_start_fail_before_loading(main, flux_dir, tmp_path, capsys, no_loading):
+    args = _edit(flux_dir, _image(tmp_path / "in.png"), tmp_path / "o.png")
+    i = args.index("--start")
+    del args[i : i + 2]  # FLUX's default start is 4
+    assert main(args) == 1
+    _one_line_error(capsys, "start=4")
+
+
+@pytest.mark.parametrize(
+    "settings, needle",
+    [({"start": 0}, "start=0 begins at sigma=1"), ({"steps": 0}, "steps=0 is outside"), ({"start": "two"}, "start must be an integer"),
+     ({"guidance": float("nan")}, "finite")],
+)  # fmt: skip
+def test_bad_dataset_settings_fail_before_loading(main, flux_dir, tmp_path, capsys, no_loading, settings, needle):
+    _image(tmp_path / "a.png")
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps([{"image": "a.png", "source_prompt": "x", "target_prompt": "y"}]))
+    spec = tmp_path / "settings.json"
+    spec.write_text(json.dumps([settings]))  # NaN is valid JSON for Python's json module
+    command = ["run", "--model", str(flux_dir), "--dataset", str(data), "--out", str(tmp_path / "run"), "--settings", str(spec)]
+    assert main([*command, "--quiet"]) == 1
+    _one_line_error(capsys, needle)
+    assert not (tmp_path / "run" / "results.csv").exists()
+
+
+def test_edit_image_seeds(flux, tmp_path):
+    import numpy as np
+
+    from coupled_sde.editing.api import edit_image
+
+    image = _image(tmp_path / "in.png")
+    kw = dict(steps=3, start=1)
+    base = edit_image(flux, image, "a cat", "a dog", seed=3, **kw)
+    assert edit_image(flux, image, "a cat", "a dog", seed=np.int64(3), **kw).tobytes() == base.tobytes()
+    assert edit_image(flux, image, "a cat", "a dog", seed=torch.tensor(3), **kw).tobytes() == base.tobytes()
+    assert edit_image(flux, image, "a cat", "a dog", seed=[3], **kw).size == base.size  # one seed per image: works
+    with pytest.raises(ValueError, match=r"2 seeds for 1 image\(s\): give one seed per image"):
+        edit_image(flux, image, "a cat", "a dog", seed=[1, 2], **kw)
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        edit_image(flux, image, "a cat", "a dog", seed="one", **kw)
+
+
+def test_edit_image_honours_the_device_of_a_given_pipeline(tmp_path):
+    from coupled_sde.backends.hf import tiny_flux_pipeline
+    from coupled_sde.editing.api import edit_image
+
+    pipe = tiny_flux_pipeline(seed=0)  # a fresh one: this test moves it
+    image = _image(tmp_path / "in.png")
+    on_cpu = edit_image(pipe, image, "a cat", "a dog", steps=3, start=1, seed=1, device="cpu")
+    assert pipe.transformer.device.type == "cpu" and on_cpu.size == (32, 32)
+    if torch.cuda.is_available():
+        on_gpu = edit_image(pipe, image, "a cat", "a dog", steps=3, start=1, seed=1, device="cuda")
+        assert pipe.transformer.device.type == "cuda" and on_gpu.size == (32, 32)
+    else:  # not silently on the CPU: a clear error
+        with pytest.raises(ValueError, match="device=cuda: "):
+            edit_image(pipe, image, "a cat", "a dog", steps=3, start=1, seed=1, device="cuda")

@@ -35,6 +35,7 @@ __all__ = [
     "check_device",
     "check_finite",
     "check_hub_model",
+    "check_settings_for",
     "configure_threads",
     "guarded",
     "one_line",
@@ -150,8 +151,10 @@ def quiet_libraries(quiet: bool = False) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def check_device(device: str | None) -> None:
-    """A one-line ``ValueError`` unless ``device`` (``cuda``, ``cuda:1``, ``mps``, ``cpu``, ...) exists here."""
+def check_device(device: str | None, option: str = "--device ") -> None:
+    """A one-line ``ValueError`` unless ``device`` (``cuda``, ``cuda:1``, ``mps``, ``cpu``, ...) exists here.
+
+    ``option`` prefixes the message (the CLI's ``--device ``; the API passes ``device=``)."""
     if device is None:
         return
     import torch
@@ -159,25 +162,25 @@ def check_device(device: str | None) -> None:
     try:
         d = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"--device {device!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+        raise ValueError(f"{option}{device!r} is not a device; use cpu, cuda, cuda:N or mps") from None
     if d.type == "cpu":
         return
     if d.type == "cuda":
         if not torch.cuda.is_available():
             why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise ValueError(f"--device {device}: {why}; use --device cpu")
+            raise ValueError(f"{option}{device}: {why}; use {option}cpu")
         if d.index is not None and d.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0..)")
+            raise ValueError(f"{option}{device}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0..)")
         return
     if d.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise ValueError(f"--device {device}: Apple's MPS is not available on this machine; use --device cpu")
+            raise ValueError(f"{option}{device}: Apple's MPS is not available on this machine; use {option}cpu")
         return
     backend = getattr(torch, d.type, None)
     available = getattr(backend, "is_available", None)
     if available is None or not available():
-        raise ValueError(f"--device {device}: no {d.type} device on this machine; use --device cpu")
+        raise ValueError(f"{option}{device}: no {d.type} device on this machine; use {option}cpu")
 
 
 def check_finite(settings: Mapping[str, Any], what: str = "") -> None:
@@ -186,6 +189,23 @@ def check_finite(settings: Mapping[str, Any], what: str = "") -> None:
         if isinstance(value, float) and not math.isfinite(value):
             where = f"{what}: " if what else ""
             raise ValueError(f"{where}{key} must be a finite number, got {value}")
+
+
+def check_settings_for(backbone_class: Any, method: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Resolve ``settings`` over the method's and the backbone class's declared defaults, before loading it.
+
+    Catches what depends on those defaults (``--steps 3`` against a default ``start`` of 4) and the
+    start at noise level 1 of a rectified-flow model (``start = 0``: the reverse SDE divides by
+    ``1 - sigma``), which the loaded model would only report after the load. Returns the resolved settings.
+    """
+    from coupled_sde.editing.registry import resolve_settings
+
+    resolved = resolve_settings(backbone_class, method, settings)
+    if getattr(backbone_class, "prediction", None) == "flow" and resolved.get("start") == 0:
+        raise ValueError(
+            f"{method}: start=0 begins at sigma=1, where the rectified-flow SDE divides by (1 - sigma) = 0; use start >= 1"
+        )
+    return resolved
 
 
 def _hub_host() -> tuple[str, int]:

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from coupled_sde._optional import require
     from coupled_sde.io import check_output, image_size
 
-    from ._runtime import check_device, check_finite, check_hub_model, configure_threads
+    from ._runtime import check_device, check_finite, check_hub_model, check_settings_for, configure_threads
 
     t_start = time.perf_counter()
     out = check_output(args.out, args.force)  # before anything slow: no work lost to an existing file
@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     require("diffusers", "diffusers")
     require("transformers", "diffusers")
 
+    from coupled_sde.backends.registry import backbone_class
     from coupled_sde.editing import api
     from coupled_sde.editing.registry import get_method
 
@@ -107,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.method} does not support masks")
     check_hub_model(str(args.model))  # offline and not cached: one line now, not 28 s of retries
     family = api.model_family(args.model)  # missing folder / unsupported pipeline: fail now
+    check_settings_for(backbone_class(family), args.method, settings)  # against the model's defaults, before the load
     multiple = api.size_multiple(args.model, family)
     image, mask = api.load_inputs(args.image, args.mask, multiple, args.resize)
     resized = tuple(image.shape[-2:]) != (height, width)

@@ -259,7 +259,14 @@ def _run_pending(
     from coupled_sde.editing import api
 
     if model_name is not None:
+        from coupled_sde.backends.registry import backbone_class
+        from coupled_sde.commands._runtime import check_hub_model, check_settings_for
+
+        check_hub_model(model_name)
         family = api.model_family(model_name)
+        for method in methods:  # against the model's declared defaults: bad values fail before the load
+            for s in per_method[method]:
+                check_settings_for(backbone_class(family), method, s)
         _check_sizes(pending, api.size_multiple(model_name, family), resize)
         say(f"loading {model_name} ({family}) ...")
         backbone = api.load_backbone(model_name, family=family, device=device, dtype=dtype, offload=offload, quiet=not progress)
