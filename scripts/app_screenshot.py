@@ -43,7 +43,7 @@ def main() -> int:
     server = subprocess.Popen(command, env=env)
     url = f"http://127.0.0.1:{port}/"
     options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1300,1250"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1300,1150"):
         options.add_argument(arg)
     options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "chromedriver"), options=options)
@@ -59,14 +59,16 @@ def main() -> int:
                 time.sleep(0.5)
         driver.get(url)
         WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#run-button"))
-        examples = driver.find_elements(By.CSS_SELECTOR, ".gallery-item, button.example, [data-testid='example']")
+        examples = driver.find_elements(By.CSS_SELECTOR, "tr.tr-body")  # the shipped examples' table
         if not examples:
-            examples = driver.find_elements(By.CSS_SELECTOR, "table.examples-table tbody tr, .examples-holder button")
+            raise SystemExit("no shipped examples on the page")
         examples[0].click()
-        time.sleep(2)
+        time.sleep(3)
         driver.find_element(By.CSS_SELECTOR, "#run-button").click()
         WebDriverWait(driver, 180).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#edit-output img"))
         time.sleep(1.5)
+        driver.execute_script("window.scrollTo(0, 0)")
+        time.sleep(0.5)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(args.out)
         print(f"wrote {args.out}")

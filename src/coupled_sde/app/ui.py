@@ -63,6 +63,7 @@ def build_app(model: AppModel) -> Any:
                     sources=["upload", "clipboard"],
                     brush=gr.Brush(colors=["#ff3030"], color_mode="fixed"),
                     transforms=(),
+                    height=360,
                     elem_id="input-image",
                 )
                 with gr.Row():
@@ -101,16 +102,22 @@ def build_app(model: AppModel) -> Any:
                         paths.append([str(path), src, tgt])
                     gr.Examples(paths, inputs=[editor, source, target], label="shipped examples")
             with gr.Column(scale=1):
-                output = gr.Image(label="edit", type="pil", format="png", interactive=False, elem_id="edit-output")
-                difference = gr.Image(label="difference |edit - source|", type="pil", format="png", interactive=False)
+                with gr.Row():
+                    output = gr.Image(label="edit", type="pil", format="png", interactive=False, height=300, elem_id="edit-output")
+                    difference = gr.Image(
+                        label="difference |edit - source|", type="pil", format="png", interactive=False, height=300,
+                        elem_id="difference-output",
+                    )  # fmt: skip
                 info = gr.Markdown(elem_id="edit-info")
-                gallery = gr.Gallery(label="every method, same seed", format="png", columns=4, elem_id="compare-output")
-                gallery_diff = gr.Gallery(label="their differences", format="png", columns=4, elem_id="compare-difference")
+        with gr.Row(visible=False) as compare_row:
+            gallery = gr.Gallery(label="every method, same seed", format="png", columns=4, height=300, elem_id="compare-output")
+            gallery_diff = gr.Gallery(label="their differences", format="png", columns=4, height=300, elem_id="compare-difference")
 
         def show(selected: str) -> list[Any]:
             return [gr.update(visible=m == selected) for m in methods]
 
         method.change(show, inputs=method, outputs=list(groups.values()))
+        mode.change(lambda m: gr.update(visible=m == COMPARE), inputs=mode, outputs=compare_row)
 
         tracker = gr.Progress(track_tqdm=True)  # Gradio finds it as a default value: the solver's tqdm bar shows on the page
 
