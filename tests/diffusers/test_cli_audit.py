@@ -233,6 +233,8 @@ def test_dataset_run_errors_are_one_line(main, flux_dir, tmp_path, capsys):
         (["--steps", "3", "--start", "0"], "start=0 begins at sigma=1"),
         (["--method", "sdedit", "--source-guidance", "2"], "does not take"),
         (["--true-cfg", "0.5"], "true_cfg=0.5 is outside"),
+        (["--method", "flowedit", "--eta", "0.5"], "flowedit does not take the setting(s) ['eta']"),
+        (["--integrator", "rk4"], "integrator must be one of"),
     ],
 )
 def test_bad_settings_are_refused_before_loading(main, flux_dir, tmp_path, capsys, no_loading, extra, needle):
