@@ -63,7 +63,8 @@ def main() -> int:
         if not examples:
             raise SystemExit("no shipped examples on the page")
         examples[0].click()
-        time.sleep(3)
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#input-image img"))
+        time.sleep(2)
         driver.find_element(By.CSS_SELECTOR, "#run-button").click()
         WebDriverWait(driver, 180).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#edit-output img"))
         time.sleep(1.5)

@@ -115,7 +115,7 @@ def _fill(driver, url: str, image: Path, seed: int, steps: int, start: int) -> N
     driver.get(url)
     WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#run-button"))
     driver.find_element(By.CSS_SELECTOR, "#input-image input[type=file]").send_keys(str(image))
-    WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#input-image canvas"))
+    WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#input-image img"))  # uploaded: its preview shows
     _type(driver, "#source-prompt textarea", PROMPTS[0])
     _type(driver, "#target-prompt textarea", PROMPTS[1])
     _type(driver, "#setting-sync-sde-steps input", str(steps))
@@ -161,17 +161,22 @@ def test_browser_edit_equals_the_python_api(served, browser, tmp_path):
 def test_a_second_request_while_one_runs_is_queued_not_lost(served, browser, tmp_path):
     url, model, _ = served
     image = _image(tmp_path / "cat.png", 1)
-    _fill(browser, url, image, seed=1, steps=20, start=1)  # the long one
+    _fill(browser, url, image, seed=1, steps=300, start=1)  # the long one
     first = browser.current_window_handle
     browser.find_element(By.CSS_SELECTOR, "#run-button").click()
     browser.switch_to.new_window("tab")
     second = browser.current_window_handle
     _fill(browser, url, image, seed=2, steps=3, start=1)
     browser.find_element(By.CSS_SELECTOR, "#run-button").click()
+    statuses = set()
+    while not browser.find_elements(By.CSS_SELECTOR, "#edit-output img"):
+        statuses.add(browser.find_element(By.CSS_SELECTOR, "#edit-output").text.split("|")[0].strip())
+        time.sleep(0.2)
+    assert any(s.startswith("queue") for s in statuses), statuses  # it waited its turn, with its place shown
     shown_second = _output(browser)
     browser.switch_to.window(first)
     shown_first = _output(browser)
-    assert shown_first.tobytes() == edit_image(model, image, *PROMPTS, seed=1, steps=20, start=1).tobytes()
+    assert shown_first.tobytes() == edit_image(model, image, *PROMPTS, seed=1, steps=300, start=1).tobytes()
     assert shown_second.tobytes() == edit_image(model, image, *PROMPTS, seed=2, steps=3, start=1).tobytes()
     browser.switch_to.window(second)
     browser.close()

@@ -1,4 +1,4 @@
-"""The Gradio page: inputs on the left (picture and brush mask, prompts, method and settings, seed), the edit,
+"""The Gradio page: inputs on the left (picture, a mask painter showing it, prompts, method and settings, seed), the edit,
 its difference map, its cost and the all-methods comparison on the right.
 
 Every request goes through one queue with one worker (``queue(default_concurrency_limit=1)``): a
@@ -51,21 +51,26 @@ def build_app(model: AppModel) -> Any:
     with gr.Blocks(title="coupled-sde: sync-SDE image editing") as demo:
         gr.Markdown(
             "## Semantic editing with coupled SDEs\n"
-            f"Model: **{model.title}**. {model.note} Paint over the image with the brush to restrict the edit "
+            f"Model: **{model.title}**. {model.note} Paint on the image in the mask panel to restrict the edit "
             "to the painted area (no paint: the whole image may change)."
         )
         with gr.Row():
             with gr.Column(scale=1):
-                editor = gr.ImageEditor(
-                    label="image (brush = where it may change)",
-                    type="pil",
-                    format="png",
-                    sources=["upload", "clipboard"],
-                    brush=gr.Brush(colors=["#ff3030"], color_mode="fixed"),
-                    transforms=(),
-                    height=360,
-                    elem_id="input-image",
-                )
+                with gr.Row():
+                    image = gr.Image(
+                        label="image", type="pil", format="png", image_mode="RGB", sources=["upload", "clipboard"], height=300,
+                        elem_id="input-image",
+                    )  # fmt: skip
+                    editor = gr.ImageEditor(
+                        label="mask: paint where it may change",
+                        type="pil",
+                        format="png",
+                        sources=[],
+                        brush=gr.Brush(colors=["#ff3030"], color_mode="fixed"),
+                        transforms=(),
+                        height=300,
+                        elem_id="mask-editor",
+                    )
                 with gr.Row():
                     source = _prompt(gr, model, "source (what the image shows)", first[1], "source-prompt")
                     target = _prompt(gr, model, "target (what it should show)", first[2], "target-prompt")
@@ -100,7 +105,7 @@ def build_app(model: AppModel) -> Any:
                         path = examples_dir / f"example-{i}.png"
                         picture.save(path)
                         paths.append([str(path), src, tgt])
-                    gr.Examples(paths, inputs=[editor, source, target], label="shipped examples")
+                    gr.Examples(paths, inputs=[image, source, target], label="shipped examples")
             with gr.Column(scale=1):
                 with gr.Row():
                     output = gr.Image(label="edit", type="pil", format="png", interactive=False, height=300, elem_id="edit-output")
@@ -121,8 +126,10 @@ def build_app(model: AppModel) -> Any:
 
         tracker = gr.Progress(track_tqdm=True)  # Gradio finds it as a default value: the solver's tqdm bar shows on the page
 
-        def edit(editor_value, src, tgt, neg, chosen, seed_value, mode_value, *values, progress=tracker):
-            picture = editor_value.get("background") if isinstance(editor_value, dict) else editor_value
+        # the mask painter shows the image to paint on (its strokes are the mask; a new image clears them)
+        image.change(lambda picture: picture, inputs=image, outputs=editor)
+
+        def edit(picture, editor_value, src, tgt, neg, chosen, seed_value, mode_value, *values, progress=tracker):
             if picture is None:
                 raise gr.Error("upload an image or pick an example first")
             if src in (None, "") or tgt in (None, ""):
@@ -152,7 +159,7 @@ def build_app(model: AppModel) -> Any:
 
         run.click(
             edit,
-            inputs=[editor, source, target, negative, method, seed, mode, *inputs],
+            inputs=[image, editor, source, target, negative, method, seed, mode, *inputs],
             outputs=[output, difference, info, gallery, gallery_diff],
             concurrency_limit=1,
         )

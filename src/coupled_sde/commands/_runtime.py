@@ -142,7 +142,9 @@ def quiet_libraries(quiet: bool = False) -> None:
 
     Call before diffusers / transformers are imported (the notices come at import).
     """
-    logging.getLogger("transformers.utils.import_utils").addFilter(_DropTorchvisionNotice())
+    notices = logging.getLogger("transformers.utils.import_utils")
+    if not any(isinstance(f, _DropTorchvisionNotice) for f in notices.filters):
+        notices.addFilter(_DropTorchvisionNotice())
     if quiet:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
