@@ -36,7 +36,9 @@ def _problems():
     cases = []
     for integ in ("euler", "heun", "milstein"):
         cases.append((f"additive-t-{integ}", tou, Y1, integ, lambda g, inc, p=tou: p.solution(Y1, g, inc)[-1], True))
-        cases.append((f"additive-matrix-{integ}", tm, Y2[:1000], integ, lambda g, inc, p=tm: p.solution(Y2[:1000], g, inc)[-1], True))
+        cases.append(
+            (f"additive-matrix-{integ}", tm, Y2[:1000], integ, lambda g, inc, p=tm: p.solution(Y2[:1000], g, inc)[-1], True)
+        )
     for integ, cal in (("euler", "ito"), ("milstein", "ito"), ("heun", "stratonovich"), ("reversible_heun", "stratonovich")):
         sc = CommutativeLinear(0.5, SCALAR_B, calculus=cal, scalar=True)
         gbm = GeometricBrownianMotion(0.5, 0.8, calculus=cal)
@@ -74,9 +76,11 @@ def test_sra1_is_order_1_5_on_a_nonlinear_additive_problem():
 def test_sra1_on_the_time_dependent_closed_form_beats_order_1_5():
     tou = TimeDependentOU(theta=1.0, sigma0=0.5, sigma1=1.5)
     res = strong_convergence(tou, Y1, COARSE, "sra1", reference=lambda g, inc: tou.solution(Y1, g, inc)[-1])
-    assert res.order > 1.5 - 0.15 and res.errors[-1] < 0.02 * strong_convergence(
-        tou, Y1, COARSE, "heun", reference=lambda g, inc: tou.solution(Y1, g, inc)[-1]
-    ).errors[-1]
+    assert (
+        res.order > 1.5 - 0.15
+        and res.errors[-1]
+        < 0.02 * strong_convergence(tou, Y1, COARSE, "heun", reference=lambda g, inc: tou.solution(Y1, g, inc)[-1]).errors[-1]
+    )
 
 
 def test_weak_order_euler_on_gbm():

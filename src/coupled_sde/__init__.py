@@ -6,13 +6,13 @@ coupling. Samplers, sync-SDE, SDEdit, FlowEdit, ODE inversion and convergence st
 configurations of :func:`solve`.
 """
 
+from .adaptive import PIController
 from .brownian import BrownianSource, GridBrownian, IntervalBrownian, RecordedBrownian
 from .coupling import Correlated, Coupling, Independent, Reflection, Synchronous
 from .drivers import BrownianDriver, PathDriver
 from .editing.image_api import edit_image
 from .errors import MissingDependencyError, NonFiniteError
 from .grid import TimeGrid
-from .adaptive import PIController
 from .integrators import SRA1, Euler, EulerMaruyama, Heun, Integrator, Milstein, ReversibleHeun
 from .reversal import ReverseSDE, backward_increments
 from .sde import ODE, SDE, Calculus, CoupledSDE, FunctionSDE, LinearSDE, NoiseType

@@ -85,7 +85,9 @@ def adaptive_loop(c: PIController, integ, sys, driver, grid, y: Tensor, save_at:
     ti = 0
     while ti < len(targets):
         if acc + rej >= c.max_steps:
-            raise RuntimeError(f"adaptive solve exceeded max_steps={c.max_steps} at t={t:.6g} (loosen rtol/atol or raise max_steps)")
+            raise RuntimeError(
+                f"adaptive solve exceeded max_steps={c.max_steps} at t={t:.6g} (loosen rtol/atol or raise max_steps)"
+            )
         target = targets[ti]
         remaining = abs(target - t)
         landing = h >= remaining * (1 - 1e-12)
@@ -113,7 +115,11 @@ def adaptive_loop(c: PIController, integ, sys, driver, grid, y: Tensor, save_at:
                 ti += 1
                 if t in save_set:
                     saved.append(y)
-            h = max(abs(dt) * factor, c.dt_min) if not landing else max(h * factor if h < remaining else abs(dt) * factor, c.dt_min)
+            h = (
+                max(abs(dt) * factor, c.dt_min)
+                if not landing
+                else max(h * factor if h < remaining else abs(dt) * factor, c.dt_min)
+            )
         else:
             rej += 1
             h = max(abs(dt) * min(factor, 0.9), c.dt_min)

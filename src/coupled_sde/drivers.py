@@ -307,7 +307,12 @@ class _TorchsdeLevy:
         self.shape = shape
         self._lo, self._hi = min(t0, t1), max(t0, t1)
         self._bm = torchsde.BrownianInterval(
-            t0=self._lo, t1=self._hi, size=shape, dtype=dtype, device=device, entropy=seed,
+            t0=self._lo,
+            t1=self._hi,
+            size=shape,
+            dtype=dtype,
+            device=device,
+            entropy=seed,
             levy_area_approximation="space-time" if levy else "none",
         )
 

@@ -17,10 +17,9 @@ reconstruction, which is why it is not used here.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
-
-from typing import TYPE_CHECKING
 
 from .grid import TimeGrid
 from .integrators import Integrator, resolve_integrator

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .adaptive import PIController
 from .brownian import BrownianSource
 from .coupling import Coupling, resolve_coupling
-from .adaptive import PIController
 from .drivers import BrownianDriver, Driver, ODEDriver, PathDriver
 from .errors import NonFiniteError
 from .grid import TimeGrid
@@ -164,13 +164,17 @@ def _check_diffusion_shape(system: SDE, t: float, y: Tensor) -> None:
         if g.dim() < 1 or g.shape[-1] != m:
             raise ValueError(f"an additive (d, m) diffusion must end in m={m} Brownian motions, got shape {tuple(g.shape)}")
         if _broadcast(tuple(g.shape[:-1]), tuple(y.shape)) != tuple(y.shape):
-            raise ValueError(f"an additive (*event, m) diffusion of shape {tuple(g.shape)} does not fit the state {tuple(y.shape)}")
+            raise ValueError(
+                f"an additive (*event, m) diffusion of shape {tuple(g.shape)} does not fit the state {tuple(y.shape)}"
+            )
     elif nt is NoiseType.DIAGONAL:
         if tuple(g.shape) != tuple(y.shape):
             raise ValueError(f"a diagonal diffusion must have the state's shape {tuple(y.shape)}, got {tuple(g.shape)}")
     else:
         if _broadcast(tuple(g.shape), tuple(y.shape)) is None:
-            raise ValueError(f"an {nt.value} diffusion of shape {tuple(g.shape)} does not broadcast to the state {tuple(y.shape)}")
+            raise ValueError(
+                f"an {nt.value} diffusion of shape {tuple(g.shape)} does not broadcast to the state {tuple(y.shape)}"
+            )
         if _broadcast(tuple(g.shape), tuple(y.shape)) != tuple(y.shape):
             raise ValueError(f"an {nt.value} diffusion of shape {tuple(g.shape)} would change the state's shape {tuple(y.shape)}")
 

@@ -106,7 +106,7 @@ class TimeDependentOU(SDE):
         for i, (a, dt) in enumerate(grid.steps()):
             b = a + dt
 
-            def F(u: float) -> float:
+            def F(u: float, b: float = b) -> float:
                 return math.exp(-th * (b - u)) * ((s0 + s1 * u) / th - s1 / th**2)
 
             dw = increments[:, i]
