@@ -97,9 +97,10 @@ def derive_keys(lo: Tensor, hi: Tensor, word2: Tensor | int, word3: Tensor | int
 _MIX1, _MIX2 = _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
 
 
-def mix64(z: Tensor) -> Tensor:
-    """SplitMix64's finaliser (Stafford's "Mix13"), a bijection of 64-bit words; modifies ``z`` in place."""
-    t = torch.empty_like(z)
+def mix64(z: Tensor, tmp: Tensor | None = None) -> Tensor:
+    """SplitMix64's finaliser (Stafford's "Mix13"), a bijection of 64-bit words; modifies ``z`` in place
+    (``tmp``: an optional scratch tensor like ``z``)."""
+    t = torch.empty_like(z) if tmp is None else tmp
     for shift, mult in ((30, _MIX1), (27, _MIX2), (31, None)):
         torch.bitwise_right_shift(z, shift, out=t)
         z.bitwise_xor_(t.bitwise_and_((1 << (64 - shift)) - 1))
@@ -108,24 +109,32 @@ def mix64(z: Tensor) -> Tensor:
     return z
 
 
-def counter_bits(key: Tensor, gamma: Tensor, index: Tensor) -> Tensor:
+def counter_bits(key: Tensor, gamma: Tensor, index: Tensor, tmp: Tensor | None = None) -> Tensor:
     """64 random bits per ``(stream, index)``: ``mix64(key + gamma * index)``; ``key``/``gamma`` broadcast
     against ``index`` (e.g. ``(R, 1)`` against ``(n,)``)."""
-    return mix64((gamma * index).add_(key))
+    z = torch.mul(gamma, index).add_(key)
+    return mix64(z, tmp if tmp is not None and tmp.shape == z.shape else None)
 
 
 _TWO_M32 = 2.0**-32
 
 
-def box_muller(bits: Tensor, dtype: torch.dtype, out: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+def box_muller(
+    bits: Tensor, dtype: torch.dtype, out: tuple[Tensor, Tensor] | None = None, tmp: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Two independent standard normals per 64-bit word: ``(r cos theta, r sin theta)`` with
     ``r = sqrt(-2 log((hi + 1/2) 2**-32))`` and ``theta = 2 pi lo 2**-32`` (``hi``, ``lo`` its 32-bit halves).
-    Computed in float64 for ``dtype=float64``, else in float32 (then cast); written into ``out`` if given."""
+
+    Computed in float64 for ``dtype=float64``, else in float32 (then cast); written into ``out`` if given.
+    Consumes ``bits`` (overwritten); ``tmp`` is an optional int64 scratch tensor shaped like ``bits``.
+    Written with in-place operations: fresh large buffers cost page faults, more than the arithmetic.
+    """
     fdt = torch.float64 if dtype == torch.float64 else torch.float32
-    r = _shr(bits, 32).to(fdt).add_(0.5).mul_(_TWO_M32).log_().mul_(-2.0).sqrt_()
+    hi = torch.bitwise_right_shift(bits, 32, out=tmp) if tmp is not None else bits >> 32
+    r = hi.bitwise_and_(_M32).to(fdt).add_(0.5).mul_(_TWO_M32).log_().mul_(-2.0).sqrt_()
     theta = bits.bitwise_and_(_M32).to(fdt).mul_(2.0 * math.pi * _TWO_M32)
     if out is not None and fdt == dtype:
-        torch.mul(theta.cos(), r, out=out[0])
+        torch.mul(theta.cos(), r, out=out[0])  # (cos into a strided view directly is slower)
         torch.mul(theta.sin_(), r, out=out[1])
         return out
     c, s = theta.cos().mul_(r), theta.sin_().mul_(r)
@@ -151,10 +160,13 @@ def counter_normals(key: Tensor, gamma: Tensor, start: int, count: int, dtype: t
     """
     j0, j1 = start // (2 * _Q), -(-(start + count) // (2 * _Q))
     index = torch.arange(j0 * _Q, j1 * _Q, dtype=torch.int64, device=key.device)
-    bits = counter_bits(key, gamma, index)
+    z = torch.mul(gamma, index).add_(key)
+    tmp = torch.empty_like(z)
+    bits = mix64(z, tmp)
     lead = bits.shape[:-1]
     out = torch.empty(lead + (j1 - j0, 2, _Q), dtype=dtype, device=key.device)
-    box_muller(bits.view(lead + (j1 - j0, _Q)), dtype, (out.select(-2, 0), out.select(-2, 1)))
+    shape = lead + (j1 - j0, _Q)
+    box_muller(bits.view(shape), dtype, (out.select(-2, 0), out.select(-2, 1)), tmp.view(shape))
     out = out.view(lead + (-1,))
     off = start - 2 * _Q * j0
     if off == 0 and count == out.shape[-1]:
