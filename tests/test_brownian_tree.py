@@ -82,8 +82,9 @@ def test_additivity_and_query_order_independence():
     inc = {k: v[0] for k, v in ra.items()}
     assert torch.allclose(inc[(0.0, 0.37)] + inc[(0.37, 0.81)] + inc[(0.81, 1.0)], inc[(0.0, 1.0)], atol=1e-12)
     # Lévy area composes: h H = h1 H1 + h2 H2 + (h2 dW1 - h1 dW2)/2 (the cross term of the chord)
-    (w1, H1), (w2, H2), (w, H) = ra[(0.2, 0.6)], ra[(0.6, 0.9)], ra[(0.2, 0.9)]
+    (w1, H1), (w2, H2), (w12, H) = ra[(0.2, 0.6)], ra[(0.6, 0.9)], ra[(0.2, 0.9)]
     h1, h2 = 0.4, 0.3
+    assert torch.allclose(w12, w1 + w2, atol=1e-12)
     assert torch.allclose((h1 + h2) * H, h1 * H1 + h2 * H2 + (h2 * w1 - h1 * w2) / 2, atol=1e-12)
 
 

@@ -156,8 +156,8 @@ class BrownianTree:
     def _split(self, h: float, x: float, wa: Tensor, ka: Tensor | None, wb: Tensor, kb: Tensor | None, z1: Tensor, z2: Tensor):
         """``(W, K)`` at ``a + x h`` given the values at ``a`` and ``b = a + h`` and two normals."""
         if not self.levy_area:
-            m, l = _bridge(x, False)
-            return torch.lerp(wa, wb, m).add_(z1, alpha=l * math.sqrt(h)), None
+            m, sd = _bridge(x, False)
+            return torch.lerp(wa, wb, m).add_(z1, alpha=sd * math.sqrt(h)), None
         m11, m12, m21, m22, l11, l21, l22 = _bridge(x, True)
         sh = math.sqrt(h)
         # With y1 = (wb - wa)/sqrt(h), y2 = (kb - ka - h wa)/h^1.5 (normalised bridge coordinates):
