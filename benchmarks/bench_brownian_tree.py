@@ -66,7 +66,10 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     B, D, tol = args.batch, args.dim, args.tol
-    patterns = {f"sequential grid ({args.steps} steps)": sequential(args.steps), f"random intervals ({args.random})": random_queries(args.random)}
+    patterns = {
+        f"sequential grid ({args.steps} steps)": sequential(args.steps),
+        f"random intervals ({args.random})": random_queries(args.random),
+    }
     print(f"batch {B}, noise ({D},), tol {tol:.3g}, median of {args.repeats}, torch threads {torch.get_num_threads()}")
     for label, queries in patterns.items():
         rows = {
@@ -85,7 +88,9 @@ def main() -> None:
         base = med["torchsde BrownianInterval"]
         print(f"{label}:")
         for k, t in med.items():
-            print(f"  {k:<40} {t * 1e3:9.1f} ms  {t / base:6.2f}x torchsde BrownianInterval  ({t / len(queries) * 1e6:8.1f} us/query)")
+            print(
+                f"  {k:<40} {t * 1e3:9.1f} ms  {t / base:6.2f}x torchsde BrownianInterval  ({t / len(queries) * 1e6:8.1f} us/query)"
+            )
 
 
 if __name__ == "__main__":

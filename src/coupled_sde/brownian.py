@@ -55,7 +55,12 @@ _DOMAIN_GRID_INT, _DOMAIN_GRID_PER_SAMPLE = 0x47524931, 0x47525053
 
 
 def grid_keys(
-    int_seed: int | None, seed_list: Sequence[int] | None, batch_size: int, streams: int, device: torch.device | str, domain: int = 0
+    int_seed: int | None,
+    seed_list: Sequence[int] | None,
+    batch_size: int,
+    streams: int,
+    device: torch.device | str,
+    domain: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """``(key, gamma)`` of shape ``(streams * batch_size, 1)``, stream-major: one counter stream per
     (stream, sample), a function of ``(seed, sample, stream)`` or ``(seeds[sample], stream)`` and ``domain``."""

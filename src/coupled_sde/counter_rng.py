@@ -65,7 +65,9 @@ def philox4x32(
     Returns the four output words, each in ``[0, 2**32)``. With ``rounds=10`` this is Philox4x32-10, the
     generator of Random123, cuRAND and JAX's ``"rbg"`` family.
     """
-    c0, c1, c2, c3 = (c & _M32 for c in torch.broadcast_tensors(*(torch.as_tensor(c, dtype=torch.int64) for c in (c0, c1, c2, c3))))
+    c0, c1, c2, c3 = (
+        c & _M32 for c in torch.broadcast_tensors(*(torch.as_tensor(c, dtype=torch.int64) for c in (c0, c1, c2, c3)))
+    )
     for r in range(rounds):
         p0, p1 = c0 * _PHILOX_M0, c2 * _PHILOX_M1  # exact 64-bit products (both factors < 2**32)
         # c1 and c3 may carry the high half of a product above bit 31: one mask after the xors clears it.
