@@ -17,7 +17,7 @@ def _ks(x: torch.Tensor, var: float) -> float:
 
 
 def test_increments_have_variance_of_the_interval_in_any_order():
-    bt = BrownianTree(0.0, 2.0, N, (), seed=1, tol=1e-4, dtype=torch.float64)
+    bt = BrownianTree(0.0, 2.0, N, (), seed=1, tol=1e-4, levy_area=False, dtype=torch.float64)
     for s, t in ((0.0, 2.0), (0.1234, 0.5678), (1.9, 1.95), (0.3, 0.3 + 1e-3)):
         assert _ks(bt.increment(s, t), t - s) > 1e-3
     # non-overlapping increments are independent
@@ -25,8 +25,9 @@ def test_increments_have_variance_of_the_interval_in_any_order():
     assert abs(float(torch.corrcoef(torch.stack([a, b]))[0, 1])) < 5 / math.sqrt(N)
 
 
-def test_bridge_law_at_a_midpoint_and_at_an_arbitrary_point():
-    bt = BrownianTree(0.0, 1.0, N, (), seed=2, tol=1e-3, dtype=torch.float64)
+@pytest.mark.parametrize("levy", [False, True])
+def test_bridge_law_at_a_midpoint_and_at_an_arbitrary_point(levy):
+    bt = BrownianTree(0.0, 1.0, N, (), seed=2, tol=1e-3, levy_area=levy, dtype=torch.float64)
     w1 = bt.increment(0.0, 1.0)[0]
     for u in (0.5, 0.3):
         wu = bt.increment(0.0, u)[0]
@@ -109,7 +110,7 @@ def test_tolerance_controls_refinement_and_bad_input():
     with pytest.raises(ValueError, match="outside"):
         fine.increment(0.0, 1.5)
     with pytest.raises(ValueError, match="levy_area"):
-        fine.space_time_levy_area(0.0, 0.5)
+        BrownianTree(0.0, 1.0, 4, (), seed=8, levy_area=False).space_time_levy_area(0.0, 0.5)
     with pytest.raises(ValueError, match="positive length"):
         BrownianTree(1.0, 1.0, 4)
     with pytest.raises(ValueError, match="batch_size"):
