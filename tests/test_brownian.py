@@ -211,3 +211,29 @@ def test_bad_seeds_give_one_clear_error(seed, err, match):
     g = TimeGrid.uniform(0, 1, 4)
     with pytest.raises(err, match=match):
         GridBrownian(g, 2, (), seed=seed)
+
+
+def test_grid_levy_area_law_composition_and_agreement_with_the_increments():
+    fine = TimeGrid.uniform(0.0, 1.0, 64)
+    coarse = TimeGrid.uniform(0.0, 1.0, 8)
+    src = GridBrownian(fine, 5000, (), seed=13, dtype=torch.float64)
+    dw, H = src.levy_on_grid(fine)
+    assert torch.allclose(dw, src.on_grid(fine))  # the same increments as the plain source
+    assert stats.kstest((H[0, :, 3] / math.sqrt(1 / 64 / 12)).numpy(), "norm").pvalue > 1e-3
+    assert abs(float(torch.corrcoef(torch.stack([dw[0, :, 3], H[0, :, 3]]))[0, 1])) < 5 / math.sqrt(5000)
+    # composed over 8 fine steps: still N(0, h/12), independent of dW, and equal to the direct span query
+    dwc, Hc = src.levy_on_grid(coarse)
+    assert torch.allclose(dwc, src.on_grid(coarse), atol=1e-12)
+    assert stats.kstest((Hc[0, :, 2] / math.sqrt(1 / 8 / 12)).numpy(), "norm").pvalue > 1e-3
+    assert abs(float(torch.corrcoef(torch.stack([dwc[0, :, 2], Hc[0, :, 2]]))[0, 1])) < 5 / math.sqrt(5000)
+    d2, h2 = src.space_time_levy_area(coarse[2], coarse[3])
+    assert torch.allclose(d2, dwc[:, :, 2]) and torch.allclose(h2, Hc[:, :, 2])
+    # the composition rule of the area over two halves: h H = h1 H1 + h2 H2 + (h2 dW1 - h1 dW2)/2
+    (w1, H1), (w2, H2) = src.space_time_levy_area(fine[0], fine[24]), src.space_time_levy_area(fine[24], fine[64])
+    w, Hall = src.space_time_levy_area(fine[0], fine[64])
+    h1, h2 = 24 / 64, 40 / 64
+    assert torch.allclose(Hall, h1 * H1 + h2 * H2 + (h2 * w1 - h1 * w2) / 2, atol=1e-12)
+    # a decreasing grid: the backward motion's areas, same law
+    back = GridBrownian(TimeGrid.uniform(1.0, 0.0, 16), 3000, (), seed=14, dtype=torch.float64)
+    _, Hb = back.space_time_levy_area(1.0, 0.5)
+    assert stats.kstest((Hb[0] / math.sqrt(0.5 / 12)).numpy(), "norm").pvalue > 1e-3

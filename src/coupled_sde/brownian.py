@@ -52,6 +52,8 @@ _BLOCK = 64
 _COUNTER_CHUNK = 1 << 18
 #: Key domains: separate the streams of different uses of the same seed.
 _DOMAIN_GRID_INT, _DOMAIN_GRID_PER_SAMPLE = 0x47524931, 0x47525053
+#: Offset of the key domain of the space-time Lévy area's normals (independent of the increments').
+_DOMAIN_LEVY = 0x4C455659
 
 
 def grid_keys(
@@ -287,6 +289,65 @@ class GridBrownian(_Tabulated):
             (b0, min(self.batch_size, b0 + rows), sample_seed(self._int_seed, b0 // rows, 0x5EED))
             for b0 in range(0, self.batch_size, rows)
         ]
+
+    # ------------------------------------------------------------------ space-time Lévy area
+    def levy_normals(self, i0: int, i1: int) -> Tensor:
+        """Standard normals behind the space-time Lévy area of steps ``[i0, i1)``: step ``k``'s area is
+        ``sqrt(|dt_k| / 12)`` times these, independent of its increment (a separate key domain)."""
+        if self.generator != "counter":
+            raise ValueError("the space-time Lévy area needs the counter generator (generator='counter')")
+        if not 0 <= i0 <= i1 <= self.grid.n_steps:
+            raise IndexError(f"steps [{i0}, {i1}) are outside the grid's {self.grid.n_steps} steps")
+        if not hasattr(self, "_levy_keys"):
+            self._levy_keys = grid_keys(self._int_seed, self._seed_list, self.batch_size, self.streams, self.device, _DOMAIN_LEVY)
+        gen_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
+        P = self._per_step
+        z = counter_normals(*self._levy_keys, i0 * P, (i1 - i0) * P, gen_dtype)
+        return z.view((self.streams, self.batch_size, i1 - i0) + self.noise_shape)
+
+    def _levy_table(self) -> tuple[Tensor, Tensor]:
+        """``(dW, H)`` of every step of the source's own grid, float64 ``(S, B, N, *noise)``."""
+        if getattr(self, "_levy_cache", None) is None:
+            n = self.grid.n_steps
+            h = torch.tensor([abs(dt) for _, dt in self.grid.steps()], dtype=torch.float64, device=self.device)
+            shape = (1, 1, n) + (1,) * len(self.noise_shape)
+            dw = self.normals(0, n).to(torch.float64) * h.sqrt().view(shape)
+            H = self.levy_normals(0, n).to(torch.float64) * (h / 12).sqrt().view(shape)
+            self._levy_cache = (dw, H, h)
+        return self._levy_cache[0], self._levy_cache[1]
+
+    def _levy_span(self, i: int, j: int) -> tuple[Tensor, Tensor]:
+        """``(dW, H)`` over own-grid steps ``[i, j)`` composed from the steps' own: with ``B`` the motion
+        in the grid's direction of travel, ``int (B_u - B_a) du = sum_k h_k (H_k + dW_k/2 + (B_k - B_a))``,
+        then ``H = (1/h) int (B_u - B_a) du - dW/2``."""
+        dw, H = self._levy_table()
+        h = self._levy_cache[2][i:j]
+        shape = (1, 1, j - i) + (1,) * len(self.noise_shape)
+        d, a = dw[:, :, i:j], H[:, :, i:j]
+        before = d.cumsum(2) - d  # B at each step's start, relative to B at step i
+        area = ((a + 0.5 * d + before) * h.view(shape)).sum(2)
+        total = d.sum(2)
+        return total, area / float(h.sum()) - 0.5 * total
+
+    def space_time_levy_area(self, s: float, t: float) -> tuple[Tensor, Tensor]:
+        """``(dW, H)`` over the step from grid point ``s`` to grid point ``t`` (any points of the grid in its
+        direction): ``H = (1/h) int (B_u - B_s - (u - s)/h dW) du`` of the motion ``B`` the source's increments
+        belong to (on a decreasing grid, the backward motion, as :class:`~coupled_sde.brownian_tree.BrownianTree`).
+        Each own step's area is drawn independently of its increment, ``N(0, |dt|/12)``; longer steps compose
+        them exactly, so a sub-grid sees the same path *and* the same areas."""
+        i, j = self.grid.index(s), self.grid.index(t)
+        if j <= i:
+            raise ValueError(f"the step from {s!r} to {t!r} goes against the direction of the source's grid")
+        dw, H = self._levy_span(i, j)
+        return dw.to(self.dtype), H.to(self.dtype)
+
+    def levy_on_grid(self, grid: TimeGrid) -> tuple[Tensor, Tensor]:
+        """``(dW, H)`` of every step of ``grid`` (the source's grid or a sub-grid): two ``(S, B, n, *noise)``."""
+        if grid != self.grid and (grid.increasing != self.grid.increasing or not grid.is_subgrid_of(self.grid)):
+            raise ValueError(f"{grid!r} is not a sub-grid of the Brownian source's {self.grid!r}")
+        idx = [self.grid.index(u) for u in grid]
+        pairs = [self._levy_span(a, b) for a, b in zip(idx[:-1], idx[1:])]
+        return torch.stack([p[0] for p in pairs], 2).to(self.dtype), torch.stack([p[1] for p in pairs], 2).to(self.dtype)
 
     def with_seed(self, seed: int | Sequence[int]) -> GridBrownian:
         """The same source with other seeds (Monte Carlo over independent paths)."""

@@ -195,6 +195,7 @@ class BrownianTree:
         # bridge from node 2**depth + j, an id no midpoint uses: one counter call serves the whole descent.
         leaf_id = 2**self.depth + js[self.depth]
         z1, z2 = self._normals([2**d + js[d] for d in new] + [leaf_id])
+        z1, z2 = z1.unbind(1), z2.unbind(1)
         for n, d in enumerate([*new, self.depth]):
             j, wa, ka, wb, kb = path[d]
             scaled = x * 2.0**d - j  # position inside interval (d, j), in [0, 1]
@@ -206,10 +207,10 @@ class BrownianTree:
                 break
             if d == self.depth:  # leaf: the bridge at x itself, from the leaf's own normals
                 h = self._T * 2.0**-d
-                out = self._split(h, scaled, wa, ka, wb, kb, z1[:, -1], z2[:, -1])
+                out = self._split(h, scaled, wa, ka, wb, kb, z1[-1], z2[-1])
                 break
             h = self._T * 2.0**-d
-            wm, km = self._split(h, 0.5, wa, ka, wb, kb, z1[:, n], z2[:, n])
+            wm, km = self._split(h, 0.5, wa, ka, wb, kb, z1[n], z2[n])
             child = js[d + 1]
             path.append((child, wa, ka, wm, km) if child == 2 * j else (child, wm, km, wb, kb))
         self._last = (u, out[0], out[1])
