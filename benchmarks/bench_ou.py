@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from coupled_sde import TimeGrid, solve
+from coupled_sde import GridBrownian, TimeGrid, solve
 from coupled_sde.problems import OrnsteinUhlenbeck
 
 THETA, MU, SIGMA = 1.0, 0.5, 0.3
@@ -43,6 +43,12 @@ def ours(x0: torch.Tensor, grid: TimeGrid) -> torch.Tensor:
 
 def ours_per_sample(x0: torch.Tensor, grid: TimeGrid, seeds: list[int]) -> torch.Tensor:
     return solve(OrnsteinUhlenbeck(THETA, MU, SIGMA), x0, grid, "euler", noise=seeds).y
+
+
+def ours_legacy(x0: torch.Tensor, grid: TimeGrid, seed) -> torch.Tensor:
+    """The same solve on coupled-sde 0.1's generator (seeded CPU torch.randn), for comparison."""
+    src = GridBrownian(grid, None if isinstance(seed, list) else B, (D,), seed=seed, generator="torch")
+    return solve(OrnsteinUhlenbeck(THETA, MU, SIGMA), x0, grid, "euler", noise=src).y
 
 
 def ours_coupled(x0: torch.Tensor, grid: TimeGrid) -> torch.Tensor:
@@ -98,6 +104,8 @@ def main() -> None:
         "hand-written loop": lambda: hand_loop(x0),
         "coupled_sde.solve": lambda: ours(x0, grid),
         "coupled_sde.solve, per-sample seeds": lambda: ours_per_sample(x0, grid, seeds),
+        "coupled_sde.solve, generator='torch' (0.1)": lambda: ours_legacy(x0, grid, 0),
+        "coupled_sde.solve, per-sample, generator='torch' (0.1)": lambda: ours_legacy(x0, grid, seeds),
         "hand loop, K=2 shared draws": lambda: hand_loop_coupled(x0k),
         "coupled_sde.solve, K=2 synchronous": lambda: ours_coupled(x0k, grid),
     }

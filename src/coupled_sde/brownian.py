@@ -208,6 +208,8 @@ class GridBrownian(_Tabulated):
         self.shape = (self.streams, self.batch_size) + self.noise_shape
         self._cache: Tensor | None = None
         self._scale = torch.tensor([math.sqrt(abs(dt)) for _, dt in grid.steps()], dtype=torch.float64)
+        if generator == "counter":
+            self._scale = self._scale.to(self.device)
         self._per_step = max(1, math.prod(self.noise_shape))
         if generator == "torch":
             self._gen = torch.Generator()

@@ -226,6 +226,11 @@ def parse_seed(seed: object) -> int | list[int]:
         items = seed
     if len(items) == 0:
         raise ValueError("per-sample seeds: got an empty sequence")
+    if all(type(k) is int for k in items):  # the common case, checked in bulk
+        if min(items) < 0 or max(items) >= 1 << 64:
+            bad = next(k for k in items if not 0 <= k < 1 << 64)
+            raise ValueError(f"seed {bad} is outside [0, 2**64): seeds are not taken modulo anything, pass a seed in range")
+        return list(items)
     bad = [k for k in items if isinstance(k, (bool, np.bool_)) or not isinstance(k, (numbers.Integral, torch.Tensor))]
     if bad:
         kinds = sorted({type(k).__name__ for k in bad})
