@@ -190,9 +190,9 @@ class BrownianDriver(Driver):
         n_streams = coupling.n_streams(K)
         src = self.source
         if not isinstance(src, BrownianSource):
-            if intervals or levy:
+            if intervals:
                 src = _interval_source(grid, B, noise_shape, src, n_streams, y0.dtype, y0.device, levy)
-            else:
+            else:  # a fixed grid: counter-based increments (and Lévy areas) on it
                 src = GridBrownian(grid, B, noise_shape, seed=src, streams=n_streams, dtype=y0.dtype, device=y0.device)
         want = (n_streams, B) + tuple(noise_shape)
         if tuple(src.shape) != want:
