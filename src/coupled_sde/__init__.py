@@ -7,6 +7,7 @@ configurations of :func:`solve`.
 """
 
 from .brownian import BrownianSource, GridBrownian, IntervalBrownian, RecordedBrownian
+from .brownian_tree import BrownianTree
 from .coupling import Correlated, Coupling, Independent, Reflection, Synchronous
 from .drivers import BrownianDriver, PathDriver
 from .editing.image_api import edit_image
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BrownianDriver",
     "BrownianSource",
+    "BrownianTree",
     "Calculus",
     "Correlated",
     "Coupling",
