@@ -18,7 +18,7 @@ from .errors import MissingDependencyError, NonFiniteError
 from .grid import TimeGrid
 from .integrators import Euler, EulerMaruyama, Heun, Integrator, Milstein
 from .reversal import ReverseSDE, backward_increments
-from .sde import ODE, SDE, Calculus, CoupledSDE, FunctionSDE, LinearSDE, NoiseType
+from .sde import ODE, SDE, Calculus, CoupledSDE, FunctionSDE, LinearSDE, NoiseType, StackedMembers
 from .solve import Solution, solve
 
 __version__ = "0.1.0"
@@ -50,6 +50,7 @@ __all__ = [
     "ReverseSDE",
     "SDE",
     "Solution",
+    "StackedMembers",
     "Synchronous",
     "TimeGrid",
     "backward_increments",
