@@ -20,7 +20,7 @@ from .errors import MissingDependencyError, NonFiniteError
 from .grid import TimeGrid
 from .integrators import SRA1, Euler, EulerMaruyama, Heun, Integrator, Milstein, ReversibleHeun
 from .reversal import ReverseSDE, backward_increments
-from .sde import ODE, SDE, Calculus, CoupledSDE, FunctionSDE, LinearSDE, NoiseType, StackedMembers
+from .sde import ODE, SDE, Calculus, CoupledSDE, FunctionSDE, LinearSDE, NoiseType
 from .solve import Solution, solve
 
 __version__ = "0.1.0"
@@ -56,7 +56,6 @@ __all__ = [
     "SRA1",
     "SDE",
     "Solution",
-    "StackedMembers",
     "Synchronous",
     "TimeGrid",
     "backward_increments",
