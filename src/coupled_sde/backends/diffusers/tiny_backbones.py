@@ -381,8 +381,9 @@ def tiny_flux2_pipeline(seed: int = 0) -> Flux2Pipeline:
     ``AutoencoderKLFlux2`` with 4 latent channels (16 after the 2x2 patchify), a one-block
     ``Flux2Transformer2DModel`` with a guidance embedding. Image sides must be multiples of 16.
     """
-    from diffusers import Flux2Pipeline
     from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    from diffusers import Flux2Pipeline
 
     tok = _tiny_mistral_tokenizer()
     config = Mistral3Config(
@@ -422,9 +423,7 @@ def tiny_flux2_pipeline(seed: int = 0) -> Flux2Pipeline:
         text_encoder = Mistral3ForConditionalGeneration(config).eval()
         transformer = _flux2_transformer(4, 3 * 16, guidance_embeds=True)
         vae = _flux2_vae(4)
-    return Flux2Pipeline(
-        scheduler=_flux2_scheduler(), vae=vae, text_encoder=text_encoder, tokenizer=tok, transformer=transformer
-    )
+    return Flux2Pipeline(scheduler=_flux2_scheduler(), vae=vae, text_encoder=text_encoder, tokenizer=tok, transformer=transformer)
 
 
 # -- FLUX.2 Klein -------------------------------------------------------------------------------
@@ -439,8 +438,9 @@ def tiny_flux2_klein_pipeline(seed: int = 0, distilled: bool = True) -> Flux2Kle
     Klein checkpoints' ``is_distilled`` (no classifier-free guidance); ``False`` the base models
     (CFG against the empty prompt).
     """
-    from diffusers import Flux2KleinPipeline
     from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from diffusers import Flux2KleinPipeline
 
     tokenizer = _tiny_qwen_tokenizer(_QWEN3_CHAT_TEMPLATE)
     config = Qwen3Config(
@@ -482,8 +482,9 @@ def tiny_qwen_image_pipeline(seed: int = 0) -> QwenImagePipeline:
     ``QwenImageTransformer2DModel`` on 2x2 packed tokens; FlowMatch scheduler with Qwen-Image's
     dynamic shift config. Image sides must be multiples of 16.
     """
-    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImagePipeline, QwenImageTransformer2DModel
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImagePipeline, QwenImageTransformer2DModel
 
     tokenizer = _tiny_qwen_tokenizer()
     with torch.random.fork_rng(devices=[]):
@@ -543,5 +544,6 @@ def tiny_qwen_image_pipeline(seed: int = 0) -> QwenImagePipeline:
         time_shift_type="exponential",
         shift_terminal=0.02,
     )
-    return QwenImagePipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer)
-
+    return QwenImagePipeline(
+        scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer
+    )
