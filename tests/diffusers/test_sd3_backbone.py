@@ -81,7 +81,9 @@ def test_members_and_cfg_rows_in_one_call(sd3, sd3_pipe):
     torch.testing.assert_close(u[0], _pipeline_prediction(sd3_pipe, x[0], sigma, "a photo of a cat", 3.5), rtol=1e-5, atol=1e-5)
     expected = _pipeline_prediction(sd3_pipe, x[1], sigma, "a photo of a dog", 13.5, negative="a blue sky")
     torch.testing.assert_close(u[1], expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(u[2], _pipeline_prediction(sd3_pipe, x[2], sigma, "a painting of a dog", 1.0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        u[2], _pipeline_prediction(sd3_pipe, x[2], sigma, "a painting of a dog", 1.0), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_knobs_that_do_not_apply(sd3):
