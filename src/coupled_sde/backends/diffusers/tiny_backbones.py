@@ -256,18 +256,31 @@ _QWEN3_CHAT_TEMPLATE = (
 )
 
 
+#: Pieces the tiny Qwen tokenizer knows whole: those of Qwen-Image's prompt template, so that its
+#: system prefix is 34 tokens as with the real tokenizer (the pipeline drops exactly that many), and
+#: common prompt words. Everything else falls back to byte-level BPE.
+_QWEN_PIECES = (
+    "system user assistant Describe image by detailing color shape size texture quantity text spatial "
+    "relationships objects background " + " ".join(_T5_WORDS)
+).split()
+
+
 def _tiny_qwen_tokenizer(chat_template: str | None = None) -> Any:
-    """A byte-level BPE ``Qwen2Tokenizer`` (256 byte symbols, a few merges, ChatML special tokens)."""
+    """A byte-level BPE ``Qwen2Tokenizer`` (256 byte symbols, a few merges) with the ChatML special
+    tokens and :data:`_QWEN_PIECES` as whole added tokens (with and without a leading space)."""
+    from tokenizers import AddedToken
     from transformers import Qwen2Tokenizer
 
     symbols = list(_bytes_to_unicode().values())
-    merges = [("a", "t"), ("c", "at"), ("Ġ", "c"), ("Ġc", "at"), ("d", "o"), ("do", "g"), ("Ġ", "dog")]
+    merges = [("a", "t"), ("c", "at"), ("d", "o"), ("do", "g")]
     vocab_list = [*symbols, *("".join(pair) for pair in merges)]
     vocab = {token: i for i, token in enumerate(dict.fromkeys(vocab_list))}
     for special in _QWEN_SPECIALS:
         vocab[special] = len(vocab)
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=list(merges))
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges)
     tokenizer.add_special_tokens({"additional_special_tokens": list(_QWEN_SPECIALS[1:])})
+    pieces = [*_QWEN_PIECES, *(" " + p for p in _QWEN_PIECES), "\n", ",", ":"]
+    tokenizer.add_tokens([AddedToken(p, normalized=False, special=False) for p in dict.fromkeys(pieces)])
     tokenizer.model_max_length = 1024
     if chat_template is not None:
         tokenizer.chat_template = chat_template
