@@ -329,6 +329,8 @@ class Flux2Backbone(_Flux2Base):
     """
 
     _pipeline_class = "Flux2Pipeline"
+    #: The diffusers pipeline classes this backbone wraps.
+    pipelines = ("Flux2Pipeline",)
 
     def __init__(self, pipe: Flux2Pipeline, **kwargs: Any):
         super().__init__(pipe, **kwargs)
@@ -385,6 +387,8 @@ class Flux2KleinBackbone(_Flux2Base):
     """
 
     _pipeline_class = "Flux2KleinPipeline"
+    #: The diffusers pipeline classes this backbone wraps (their components are the same).
+    pipelines = ("Flux2KleinPipeline", "Flux2KleinInpaintPipeline")
 
     def __init__(self, pipe: Flux2KleinPipeline, **kwargs: Any):
         super().__init__(pipe, **kwargs)

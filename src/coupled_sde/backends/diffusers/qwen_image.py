@@ -89,6 +89,8 @@ class QwenImageBackbone:
     """
 
     prediction: Prediction = "flow"
+    #: The diffusers pipeline classes this backbone wraps (their components are the same).
+    pipelines = ("QwenImagePipeline", "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline")
     #: The dtype :meth:`from_pretrained` loads the models in (the SDE state stays float32).
     default_dtype = torch.bfloat16
 

@@ -138,6 +138,8 @@ class StableDiffusion3Backbone:
     """
 
     prediction: Prediction = "flow"
+    #: The diffusers pipeline classes this backbone wraps (their components are the same).
+    pipelines = ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline")
     #: Settings an editor uses on SD3 unless told otherwise (FlowEdit's published SD3 settings).
     method_defaults: dict[str, dict[str, Any]] = {
         "flowedit": {"n_steps": 50, "n_max": 33, "source_guidance": 3.5, "target_guidance": 13.5},

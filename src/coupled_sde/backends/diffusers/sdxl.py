@@ -94,6 +94,8 @@ class StableDiffusionXLBackbone:
         crops_coords_top_left: the added-time-id crop coordinates (``(0, 0)`` as the pipeline).
     """
 
+    #: The diffusers pipeline classes this backbone wraps (their components are the same).
+    pipelines = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline")
     #: The dtype :meth:`from_pretrained` loads the models in (the SDE state stays float32).
     default_dtype = torch.float16
 
