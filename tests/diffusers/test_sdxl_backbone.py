@@ -125,6 +125,31 @@ def test_generation_matches_the_pipelines_ddim_loop(request, which, guidance):
     assert relative_error(ours, reference) < 1e-5, relative_error(ours, reference)
 
 
+def test_vae_normalisation(sdxl, small_images):
+    latents = sdxl.encode_images(small_images, torch.Generator().manual_seed(1))
+    vae = sdxl.pipe.vae
+    z = vae.encode(small_images).latent_dist.sample(torch.Generator().manual_seed(1))
+    torch.testing.assert_close(latents, z * vae.config.scaling_factor)
+    torch.testing.assert_close(sdxl.decode_latents(latents), vae.decode(z).sample.clamp(-1, 1), rtol=1e-4, atol=1e-5)
+
+
+def test_vae_with_latents_mean_and_std_is_normalised_per_channel(small_images):
+    pipe = tiny_sdxl_pipeline(seed=0)
+    mean, std = [0.1, -0.2, 0.3, 0.0], [0.9, 1.1, 1.3, 0.7]
+    pipe.vae.register_to_config(latents_mean=mean, latents_std=std)
+    backbone = StableDiffusionXLBackbone(pipe)
+    latents = backbone.encode_images(small_images, torch.Generator().manual_seed(1))
+    z = pipe.vae.encode(small_images).latent_dist.sample(torch.Generator().manual_seed(1))
+    view = (1, 4, 1, 1)
+    expected = (z - torch.tensor(mean).view(view)) * pipe.vae.config.scaling_factor / torch.tensor(std).view(view)
+    torch.testing.assert_close(latents, expected)
+    # the pipeline's de-normalisation before decoding: latents * std / scaling_factor + mean
+    z_back = latents * torch.tensor(std).view(view) / pipe.vae.config.scaling_factor + torch.tensor(mean).view(view)
+    torch.testing.assert_close(
+        backbone.decode_latents(latents), pipe.vae.decode(z_back).sample.clamp(-1, 1), rtol=1e-4, atol=1e-5
+    )
+
+
 def test_same_prompt_gives_the_vae_round_trip(sdxl, small_images):
     assert_same_prompt_round_trip(sdxl, small_images, "a red car", n_steps=5, start=1)
 

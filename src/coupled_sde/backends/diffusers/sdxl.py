@@ -257,19 +257,37 @@ class StableDiffusionXLBackbone:
 
     # -- images ---------------------------------------------------------------------------------
 
+    def _normalisation(self, device: torch.device) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """``(mean, std / scaling_factor)``: the state is ``(z - mean) / (std / scaling_factor)``.
+
+        SDXL's VAE has no ``latents_mean`` / ``latents_std`` (mean 0, std 1: ``z * scaling_factor``);
+        VAEs that set both (as some SDXL fine-tunes do) are normalised per channel, as the pipeline
+        de-normalises them before decoding.
+        """
+        config = self.pipe.vae.config
+        scaling = float(config.scaling_factor)
+        mean, std = config.get("latents_mean"), config.get("latents_std")
+        if mean is None or std is None:
+            return 0.0, 1.0 / scaling
+        view = (1, -1, 1, 1)
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(view)
+        return mean_t, torch.tensor(std, dtype=torch.float32, device=device).view(view) / scaling
+
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor, generator: Generators = None) -> torch.Tensor:
         """Images ``(B, 3, H, W)`` in [-1, 1] to float32 latents ``(B, 4, H/8, W/8)``: a posterior sample times
-        ``scaling_factor``. One generator per image gives per-sample seeds; sides must be multiples of 8."""
+        ``scaling_factor`` (per-channel normalised when the VAE sets ``latents_mean`` / ``latents_std``).
+        One generator per image gives per-sample seeds; sides must be multiples of 8."""
         self.latent_shape(images.shape[-2], images.shape[-1])
         vae = self.pipe.vae
-        latents = vae_encode(vae, images, generator, execution_device(self.pipe, vae), float(vae.config.scaling_factor), 0.0)
-        return latents.to(images.device)
+        z = vae_encode(vae, images, generator, execution_device(self.pipe, vae), 1.0, 0.0)
+        mean, scale = self._normalisation(z.device)
+        return ((z - mean) / scale).to(images.device)
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents ``(B, 4, h, w)`` to float32 images ``(B, 3, 8h, 8w)`` clamped to [-1, 1]."""
         vae = self.pipe.vae
-        return vae_decode(vae, latents, execution_device(self.pipe, vae), float(vae.config.scaling_factor), 0.0).to(
-            latents.device
-        )
+        mean, scale = self._normalisation(latents.device)
+        z = latents.float() * scale + mean
+        return vae_decode(vae, z, execution_device(self.pipe, vae), 1.0, 0.0).to(latents.device)
