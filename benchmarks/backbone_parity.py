@@ -34,7 +34,7 @@ from coupled_sde.solve import solve
 
 def _cases():
     """``(name, backbone, guidance, extra pipeline kwargs, what the pipeline's "latent" output is)``."""
-    from coupled_sde.backends.diffusers import flux2, qwen_image, sd3, sdxl, tiny_backbones
+    from coupled_sde.backends.hf import flux2, qwen_image, sd3, sdxl, tiny_backbones
 
     text = dict(max_sequence_length=24)
     sd3_backbone = sd3.StableDiffusion3Backbone(tiny_backbones.tiny_sd3_pipeline(0), max_sequence_length=16)
@@ -62,8 +62,8 @@ def _ours(backbone, x_T, guidance, n_steps, negative):
 
 def _pipeline(backbone, x_T, guidance, n_steps, extra, output):
     """The pipeline's own generation from ``x_T``, converted to the backbone's state."""
-    from coupled_sde.backends.diffusers.flux import pack_latents, unpack_latents
-    from coupled_sde.backends.diffusers.flux2 import patchify
+    from coupled_sde.backends.hf.flux import pack_latents, unpack_latents
+    from coupled_sde.backends.hf.flux2 import patchify
 
     pipe = copy.copy(backbone.pipe)
     pipe.scheduler = copy.deepcopy(backbone.pipe.scheduler)

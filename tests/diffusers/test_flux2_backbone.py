@@ -14,8 +14,8 @@ from backbone_checks import (
 )
 
 from coupled_sde.backends.base import Condition, ImageBackbone
-from coupled_sde.backends.diffusers.flux2 import Flux2Backbone, Flux2KleinBackbone, empirical_mu, patchify, unpatchify
-from coupled_sde.backends.diffusers.tiny_backbones import tiny_flux2_klein_pipeline, tiny_flux2_pipeline
+from coupled_sde.backends.hf.flux2 import Flux2Backbone, Flux2KleinBackbone, empirical_mu, patchify, unpatchify
+from coupled_sde.backends.hf.tiny_backbones import tiny_flux2_klein_pipeline, tiny_flux2_pipeline
 from coupled_sde.editing import edit_latents
 
 LATENT = (16, 2, 3)  # a 32x48 image: 4 VAE channels x 2x2 patches, 2x3 tokens

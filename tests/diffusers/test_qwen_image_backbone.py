@@ -14,9 +14,9 @@ from backbone_checks import (
 )
 
 from coupled_sde.backends.base import Condition, ImageBackbone
-from coupled_sde.backends.diffusers.flux import pack_latents, unpack_latents
-from coupled_sde.backends.diffusers.qwen_image import QwenImageBackbone
-from coupled_sde.backends.diffusers.tiny_backbones import tiny_qwen_image_pipeline
+from coupled_sde.backends.hf.flux import pack_latents, unpack_latents
+from coupled_sde.backends.hf.qwen_image import QwenImageBackbone
+from coupled_sde.backends.hf.tiny_backbones import tiny_qwen_image_pipeline
 
 LATENT = (4, 4, 6)  # a 32x48 image (the tiny VAE has 4 latent channels)
 TEXT_LENGTH = 64

@@ -14,8 +14,8 @@ from backbone_checks import (
 )
 
 from coupled_sde.backends.base import Condition, ImageBackbone
-from coupled_sde.backends.diffusers.sd3 import StableDiffusion3Backbone, sd3_sigmas
-from coupled_sde.backends.diffusers.tiny_backbones import tiny_sd3_pipeline
+from coupled_sde.backends.hf.sd3 import StableDiffusion3Backbone, sd3_sigmas
+from coupled_sde.backends.hf.tiny_backbones import tiny_sd3_pipeline
 from coupled_sde.editing import flowedit
 
 LATENT = (16, 4, 4)  # a 32x32 image

@@ -7,8 +7,8 @@ import torch
 from backbone_checks import CallCounter, assert_runs_with_cpu_offload, assert_same_prompt_round_trip, quiet_copy, relative_error
 
 from coupled_sde.backends.base import Condition, ImageBackbone
-from coupled_sde.backends.diffusers.sdxl import StableDiffusionXLBackbone
-from coupled_sde.backends.diffusers.tiny_backbones import tiny_sdxl_pipeline
+from coupled_sde.backends.hf.sdxl import StableDiffusionXLBackbone
+from coupled_sde.backends.hf.tiny_backbones import tiny_sdxl_pipeline
 from coupled_sde.editing.vp import VPMembers, vp_grid
 from coupled_sde.solve import solve
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from coupled_sde.backends.base import Condition, Prediction
-from coupled_sde.backends.diffusers._common import (
+from coupled_sde.backends.hf._common import (
     Generators,
     check_image_size,
     dedupe,
@@ -44,8 +44,8 @@ from coupled_sde.backends.diffusers._common import (
     vae_encode,
     warn,
 )
-from coupled_sde.backends.diffusers._guided import GuidedBatch
-from coupled_sde.backends.diffusers.flux import _EXOTIC_SCHEDULER_OPTIONS, calculate_shift
+from coupled_sde.backends.hf._guided import GuidedBatch
+from coupled_sde.backends.hf.flux import _EXOTIC_SCHEDULER_OPTIONS, calculate_shift
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusion3Pipeline

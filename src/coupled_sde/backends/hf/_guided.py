@@ -6,7 +6,7 @@ negative-prompt) prediction for the members that use classifier-free guidance (H
 2022), combined as ``out_uncond + scale (out_cond - out_uncond)``. :class:`GuidedBatch` lays these
 out as one model batch -- rows ``[member 0 .. member K-1, uncond of guided member 0 .., ...]``,
 each ``B`` latents long -- and combines the model's output back into ``(K, B, ...)``. The texts
-are deduplicated beforehand (:func:`~coupled_sde.backends.diffusers._common.dedupe`), so each model
+are deduplicated beforehand (:func:`~coupled_sde.backends.hf._common.dedupe`), so each model
 row indexes one row of the encoded text embeddings.
 """
 

@@ -17,7 +17,7 @@ lengths are padded and masked, as the pipeline batches them.
 
 Schedule: ``s = linspace(1, 1/N, N)`` with FLUX's resolution-dependent shift ``mu`` (Qwen-Image's
 config: ``max_shift`` 0.9 at 8192 tokens) and a terminal stretch to ``shift_terminal = 0.02``: the
-scheduler computes it (:func:`~coupled_sde.backends.diffusers.flux.flux_sigmas` delegates such
+scheduler computes it (:func:`~coupled_sde.backends.hf.flux.flux_sigmas` delegates such
 configs), so this is the pipeline's schedule by construction.
 """
 
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from coupled_sde.backends.base import Condition, Prediction
-from coupled_sde.backends.diffusers._common import (
+from coupled_sde.backends.hf._common import (
     Generators,
     batch_generators,
     check_image_size,
@@ -40,8 +40,8 @@ from coupled_sde.backends.diffusers._common import (
     vae_precision,
     warn,
 )
-from coupled_sde.backends.diffusers._guided import GuidedBatch
-from coupled_sde.backends.diffusers.flux import flux_sigmas, pack_latents, unpack_latents
+from coupled_sde.backends.hf._guided import GuidedBatch
+from coupled_sde.backends.hf.flux import flux_sigmas, pack_latents, unpack_latents
 
 if TYPE_CHECKING:
     from diffusers import QwenImagePipeline

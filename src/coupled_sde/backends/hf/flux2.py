@@ -10,7 +10,7 @@ ids ``(0, row, column, 0)``. Rectified flow (``prediction = "flow"``, ``u`` esti
 
 * :class:`Flux2Backbone` -- FLUX.2 dev: a Mistral-3 text encoder, a guidance-distilled transformer
   with a per-sample guidance embedding (``guidance``, default 4.0 as the pipeline), optional true
-  CFG on top (``true_cfg`` with a ``negative_prompt``), as :class:`~coupled_sde.backends.diffusers.FluxBackbone`.
+  CFG on top (``true_cfg`` with a ``negative_prompt``), as :class:`~coupled_sde.backends.hf.FluxBackbone`.
 * :class:`Flux2KleinBackbone` -- FLUX.2 Klein: a Qwen3 text encoder, no guidance embedding. The base
   Klein models use classifier-free guidance as their native knob (``guidance`` = CFG scale against
   the ``negative_prompt`` or the empty prompt, default 4.0); the *distilled* few-step ones
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from coupled_sde.backends.base import Condition, Prediction
-from coupled_sde.backends.diffusers._common import (
+from coupled_sde.backends.hf._common import (
     Generators,
     check_image_size,
     dedupe,
@@ -44,8 +44,8 @@ from coupled_sde.backends.diffusers._common import (
     vae_precision,
     warn,
 )
-from coupled_sde.backends.diffusers._guided import GuidedBatch
-from coupled_sde.backends.diffusers.flux import _EXOTIC_SCHEDULER_OPTIONS
+from coupled_sde.backends.hf._guided import GuidedBatch
+from coupled_sde.backends.hf.flux import _EXOTIC_SCHEDULER_OPTIONS
 
 if TYPE_CHECKING:
     from diffusers import Flux2KleinPipeline, Flux2Pipeline

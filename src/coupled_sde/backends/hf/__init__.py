@@ -9,7 +9,7 @@ diffusers itself (about 10 s to import) are loaded on first attribute access.
 * :class:`StableDiffusion3Backbone`, :class:`Flux2Backbone`, :class:`Flux2KleinBackbone`,
   :class:`QwenImageBackbone` -- rectified flow; :class:`StableDiffusionXLBackbone` -- VP diffusion.
 * :func:`tiny_flux_pipeline`, :func:`tiny_sd_pipeline` and the builders of
-  :mod:`~coupled_sde.backends.diffusers.tiny_backbones` -- complete tiny pipelines with random
+  :mod:`~coupled_sde.backends.hf.tiny_backbones` -- complete tiny pipelines with random
   weights for tests.
 """
 
@@ -24,14 +24,14 @@ require("diffusers", "diffusers")
 require("transformers", "diffusers")
 
 if TYPE_CHECKING:
-    from coupled_sde.backends.diffusers.flux import FluxBackbone
-    from coupled_sde.backends.diffusers.flux2 import Flux2Backbone, Flux2KleinBackbone
-    from coupled_sde.backends.diffusers.qwen_image import QwenImageBackbone
-    from coupled_sde.backends.diffusers.sd3 import StableDiffusion3Backbone
-    from coupled_sde.backends.diffusers.sdxl import StableDiffusionXLBackbone
-    from coupled_sde.backends.diffusers.stable_diffusion import StableDiffusionBackbone
-    from coupled_sde.backends.diffusers.tiny import tiny_flux_pipeline, tiny_sd_pipeline
-    from coupled_sde.backends.diffusers.tiny_backbones import (
+    from coupled_sde.backends.hf.flux import FluxBackbone
+    from coupled_sde.backends.hf.flux2 import Flux2Backbone, Flux2KleinBackbone
+    from coupled_sde.backends.hf.qwen_image import QwenImageBackbone
+    from coupled_sde.backends.hf.sd3 import StableDiffusion3Backbone
+    from coupled_sde.backends.hf.sdxl import StableDiffusionXLBackbone
+    from coupled_sde.backends.hf.stable_diffusion import StableDiffusionBackbone
+    from coupled_sde.backends.hf.tiny import tiny_flux_pipeline, tiny_sd_pipeline
+    from coupled_sde.backends.hf.tiny_backbones import (
         tiny_flux2_klein_pipeline,
         tiny_flux2_pipeline,
         tiny_qwen_image_pipeline,

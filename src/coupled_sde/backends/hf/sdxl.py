@@ -3,7 +3,7 @@
 A VP diffusion (``prediction`` ``"epsilon"`` or ``"v"``, from the scheduler's ``prediction_type``)
 on the VAE latent ``(B, 4, H/8, W/8)`` in float32, normalised as ``z * scaling_factor`` (0.13025),
 with the discrete ``alphas_cumprod`` schedule indexed by integer timesteps -- the same interface as
-:class:`~coupled_sde.backends.diffusers.StableDiffusionBackbone`, so every VP editing method runs on it.
+:class:`~coupled_sde.backends.hf.StableDiffusionBackbone`, so every VP editing method runs on it.
 What SDXL adds is its conditioning, which :meth:`StableDiffusionXLBackbone.predict` assembles per
 model row, for all members and their CFG rows in **one** UNet call:
 
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from coupled_sde.backends.base import Condition, Prediction
-from coupled_sde.backends.diffusers._common import (
+from coupled_sde.backends.hf._common import (
     Generators,
     check_image_size,
     dedupe,
@@ -41,8 +41,8 @@ from coupled_sde.backends.diffusers._common import (
     vae_encode,
     warn,
 )
-from coupled_sde.backends.diffusers._guided import GuidedBatch
-from coupled_sde.backends.diffusers.stable_diffusion import alphas_cumprod_float64, ddim_timesteps
+from coupled_sde.backends.hf._guided import GuidedBatch
+from coupled_sde.backends.hf.stable_diffusion import alphas_cumprod_float64, ddim_timesteps
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionXLPipeline
@@ -84,7 +84,7 @@ class StableDiffusionXLBackbone:
     Build it from a pipeline (``StableDiffusionXLBackbone(pipe)``; offloading hooks, LoRAs and
     dtypes are kept) or with :meth:`from_pretrained`. ``alphas_cumprod`` (float64),
     ``final_alpha_cumprod`` and :meth:`timesteps` describe the discrete schedule as for
-    :class:`~coupled_sde.backends.diffusers.StableDiffusionBackbone` (whatever scheduler class the
+    :class:`~coupled_sde.backends.hf.StableDiffusionBackbone` (whatever scheduler class the
     pipeline carries -- SDXL ships ``EulerDiscreteScheduler`` -- only its config is read: betas,
     spacing, offset, prediction type).
 

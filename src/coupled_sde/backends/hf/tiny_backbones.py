@@ -1,6 +1,6 @@
 """Tiny, complete SD3, SDXL, FLUX.2 (dev, Klein) and Qwen-Image pipelines with random weights, offline.
 
-Like :mod:`coupled_sde.backends.diffusers.tiny`, every component is the genuine diffusers or
+Like :mod:`coupled_sde.backends.hf.tiny`, every component is the genuine diffusers or
 transformers class (schedulers with the real checkpoints' configs, VAEs, every text encoder and its
 tokenizer, the transformer / UNet), with a few thousand parameters, seeded random weights and
 tokenizers built locally -- nothing is downloaded. They exist to test code paths (batching,
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from coupled_sde.backends.diffusers.tiny import _T5_WORDS, _bytes_to_unicode, _tiny_clip_tokenizer, _tiny_t5_tokenizer
+from coupled_sde.backends.hf.tiny import _T5_WORDS, _bytes_to_unicode, _tiny_clip_tokenizer, _tiny_t5_tokenizer
 
 if TYPE_CHECKING:
     from diffusers import (
