@@ -13,8 +13,7 @@ import torch
 from coupled_sde.backends.base import Condition
 from coupled_sde.editing import edit_images
 from coupled_sde.editing.api import _generators
-from coupled_sde.editing.members import FlowMembers
-from coupled_sde.grid import TimeGrid
+from coupled_sde.editing.members import Members, editing_integrator
 from coupled_sde.solve import solve
 
 
@@ -45,14 +44,15 @@ def quiet_copy(pipe):
     return clone
 
 
-def flow_generate(backbone, x_T: torch.Tensor, condition: Condition, n_steps: int) -> tuple[torch.Tensor, float]:
-    """Plain generation with the library's loop: the probability-flow ODE ``dx/dsigma = u`` solved by
-    Euler on the backbone's schedule from ``sigma_0 = 1`` to 0 (``x_T`` is ``(B, *latent)``).
-    Returns the final latent and the seconds the solve took."""
-    grid = TimeGrid(backbone.sigmas(n_steps, tuple(x_T.shape[1:])))
+def generate(backbone, x_T: torch.Tensor, condition: Condition, n_steps: int) -> tuple[torch.Tensor, float]:
+    """Plain generation with the library's loop from ``x_T`` ``(B, *latent)``: the members system at
+    ``eta = 0`` on the backbone's own grid, with Euler for rectified flow (the probability-flow ODE
+    ``dx/dsigma = u``) and the DDIM step for discrete VP. Returns the latent and the solve's seconds."""
+    grid = backbone.schedule.grid(n_steps, tuple(x_T.shape[1:]))
+    integrator = editing_integrator("euler" if backbone.schedule.continuous else "ddim", backbone.schedule, eta=0.0)
     start = time.perf_counter()
-    system = FlowMembers(backbone, backbone.encode_conditions([condition]), 1, "ode")
-    out = solve(system, x_T.unsqueeze(0), grid, "euler").y[0]
+    system = Members(backbone, backbone.encode_conditions([condition]), 1, eta=0.0, integrator=integrator)
+    out = solve(system, x_T.unsqueeze(0), grid, integrator).y[0]
     return out, time.perf_counter() - start
 
 

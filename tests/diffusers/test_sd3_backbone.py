@@ -8,7 +8,7 @@ from backbone_checks import (
     CallCounter,
     assert_runs_with_cpu_offload,
     assert_same_prompt_round_trip,
-    flow_generate,
+    generate,
     quiet_copy,
     relative_error,
 )
@@ -17,6 +17,7 @@ from coupled_sde.backends.base import Condition, ImageBackbone
 from coupled_sde.backends.hf.sd3 import StableDiffusion3Backbone, sd3_sigmas
 from coupled_sde.backends.hf.tiny_backbones import tiny_sd3_pipeline
 from coupled_sde.editing import flowedit
+from coupled_sde.editing.registry import resolve_settings
 
 LATENT = (16, 4, 4)  # a 32x32 image
 T5_LENGTH = 16
@@ -63,7 +64,10 @@ def _pipeline_prediction(pipe, x, sigma, prompt, guidance, negative=None):
 def test_is_a_flow_image_backbone(sd3):
     assert isinstance(sd3, ImageBackbone) and sd3.prediction == "flow"
     assert (sd3.vae_scale_factor, sd3.latent_channels, sd3.image_multiple) == (8, 16, 16)
-    assert sd3.method_defaults["flowedit"] == {"n_steps": 50, "n_max": 33, "source_guidance": 3.5, "target_guidance": 13.5}
+    assert sd3.defaults["flowedit"] == {"steps": 50, "start": 50 - 33, "guidance": 13.5, "source_guidance": 3.5}
+    from coupled_sde.backends.registry import backbone_class, pipeline_backbone
+
+    assert backbone_class("sd3") is pipeline_backbone("StableDiffusion3Pipeline") is StableDiffusion3Backbone
 
 
 def test_members_and_cfg_rows_in_one_call(sd3, sd3_pipe):
@@ -99,7 +103,7 @@ def test_knobs_that_do_not_apply(sd3):
 
 @pytest.mark.parametrize("n_steps", [1, 4, 50])
 def test_sigmas_are_the_pipelines(sd3, sd3_pipe, n_steps):
-    sigmas = sd3.sigmas(n_steps, LATENT)
+    sigmas = sd3.schedule.grid(n_steps, LATENT).times
     assert sigmas.dtype == torch.float64 and sigmas.shape == (n_steps + 1,) and sigmas[0] == 1 and sigmas[-1] == 0
     pipe = quiet_copy(sd3_pipe)
     pipe(prompt="a cat", height=32, width=32, num_inference_steps=n_steps, output_type="latent", max_sequence_length=T5_LENGTH)
@@ -121,7 +125,7 @@ def test_generation_matches_the_pipelines_own_loop(sd3, sd3_pipe, guidance):
     """Our ODE solve (Euler on the pipeline's sigmas) from the same initial noise is the pipeline's sampling loop."""
     n_steps = 4
     x_T = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(11))
-    ours, _ = flow_generate(sd3, x_T, Condition("a photo of a cat", guidance=guidance), n_steps)
+    ours, _ = generate(sd3, x_T, Condition("a photo of a cat", guidance=guidance), n_steps)
     pipe = quiet_copy(sd3_pipe)
     reference = pipe(
         prompt="a photo of a cat",
@@ -143,10 +147,12 @@ def test_same_prompt_gives_the_vae_round_trip(sd3, small_images):
 
 def test_flowedit_with_the_sd3_defaults_runs_batched(sd3, small_images):
     x0 = sd3.encode_images(small_images, torch.Generator().manual_seed(0))
-    defaults = dict(sd3.method_defaults["flowedit"], n_steps=6, n_max=4)
+    resolved = resolve_settings(sd3, "flowedit")
+    assert (resolved["steps"], resolved["start"], resolved["guidance"], resolved["source_guidance"]) == (50, 17, 13.5, 3.5)
     with CallCounter(sd3.pipe.transformer) as calls:
-        out = flowedit(sd3, x0, "a cat", "a dog", **defaults)
+        out = flowedit(sd3, x0, "a cat", "a dog", n_steps=6, n_max=4)  # the published guidance, fewer steps
     assert calls.batches == [2 * 2 * 2] * 4  # (source, target) x batch 2, each with its CFG row, one call per active step
+    assert out.settings["guidance"] == 13.5 and out.settings["source_guidance"] == 3.5
     assert torch.isfinite(out.latents).all() and not torch.equal(out.latents, x0)
 
 

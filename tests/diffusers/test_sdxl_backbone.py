@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from backbone_checks import CallCounter, assert_runs_with_cpu_offload, assert_same_prompt_round_trip, quiet_copy, relative_error
+from backbone_checks import (
+    CallCounter,
+    assert_runs_with_cpu_offload,
+    assert_same_prompt_round_trip,
+    generate,
+    quiet_copy,
+    relative_error,
+)
 
 from coupled_sde.backends.base import Condition, ImageBackbone
 from coupled_sde.backends.hf.sdxl import StableDiffusionXLBackbone
 from coupled_sde.backends.hf.tiny_backbones import tiny_sdxl_pipeline
-from coupled_sde.editing.vp import VPMembers, vp_grid
-from coupled_sde.solve import solve
 
 LATENT = (4, 4, 6)  # a 32x48 image
 
@@ -60,8 +65,15 @@ def _pipeline_prediction(pipe, x, t, prompt, guidance, negative=None):
 def test_is_a_vp_image_backbone(sdxl, sdxl_v):
     assert isinstance(sdxl, ImageBackbone)
     assert (sdxl.prediction, sdxl_v.prediction) == ("epsilon", "v")
-    assert sdxl.alphas_cumprod.dtype == torch.float64 and sdxl.final_alpha_cumprod == pytest.approx(float(sdxl.alphas_cumprod[0]))
-    assert sdxl.timesteps(50)[:2].tolist() == [981, 961] and sdxl.timesteps(50)[-1] == 1
+    schedule = sdxl.schedule
+    assert schedule.alphas_cumprod.dtype == torch.float64 and schedule.final_alpha_cumprod == pytest.approx(
+        float(schedule.alphas_cumprod[0])
+    )
+    assert schedule.timesteps(50)[:2].tolist() == [981, 961] and schedule.timesteps(50)[-1] == 1
+    torch.testing.assert_close(schedule.alphas_cumprod.float(), sdxl.pipe.scheduler.alphas_cumprod)
+    from coupled_sde.backends.registry import pipeline_backbone
+
+    assert pipeline_backbone("StableDiffusionXLPipeline") is StableDiffusionXLBackbone and sdxl.image_multiple == 8
     assert sdxl.pipe.config.force_zeros_for_empty_prompt
 
 
@@ -108,9 +120,7 @@ def test_generation_matches_the_pipelines_ddim_loop(request, which, guidance):
     backbone = request.getfixturevalue(which)
     n_steps = 4
     x_T = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(4))
-    grid = vp_grid(backbone, n_steps)
-    system = VPMembers(backbone, backbone.encode_conditions([Condition("a photo of a cat", guidance=guidance)]), 1, grid, "ode")
-    ours = solve(system, x_T.unsqueeze(0), grid, "euler").y[0]
+    ours, _ = generate(backbone, x_T, Condition("a photo of a cat", guidance=guidance), n_steps)
     pipe = quiet_copy(backbone.pipe)
     reference = pipe(
         prompt="a photo of a cat",

@@ -20,8 +20,10 @@ diffusers conventions used (0.42.x, ``pipelines/stable_diffusion_3/pipeline_stab
   ``s = linspace(1, shift(1/1000), N)``, ``sigma = shift s / (1 + (shift - 1) s)``, static shift 3.0
   for SD3 medium and SD3.5 -- then appends 0 (:func:`sd3_sigmas`).
 
-Per-method defaults (:attr:`StableDiffusion3Backbone.method_defaults`): FlowEdit's published SD3
-settings (Kulikov et al., ICCV 2025): 50 steps, ``n_max = 33``, source / target CFG 3.5 / 13.5.
+Per-method defaults (:attr:`StableDiffusion3Backbone.defaults`, registry name ``"sd3"``): FlowEdit's
+published SD3 settings (Kulikov et al., ICCV 2025): 50 steps, ``n_max = 33``, source / target CFG
+3.5 / 13.5. The other methods get the FLUX.1 reference grid (28 steps from index 4, sigma = 0.95 on
+this schedule) and the pipeline's CFG: an untuned starting point, no published setting exists.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from coupled_sde.backends.base import Condition, Prediction
+from coupled_sde.backends.base import Condition, Prediction, guided_predict
 from coupled_sde.backends.hf._common import (
     Generators,
     check_image_size,
@@ -44,8 +46,10 @@ from coupled_sde.backends.hf._common import (
     vae_encode,
     warn,
 )
-from coupled_sde.backends.hf._guided import GuidedBatch
-from coupled_sde.backends.hf.flux import _EXOTIC_SCHEDULER_OPTIONS, calculate_shift
+from coupled_sde.backends.hf._guided import TextRows
+from coupled_sde.backends.hf.flux import _EXOTIC_SCHEDULER_OPTIONS
+from coupled_sde.backends.registry import BackboneInfo, register_backbone
+from coupled_sde.schedules import RectifiedFlow, calculate_shift
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusion3Pipeline
@@ -108,22 +112,23 @@ class SD3Conditions:
     Attributes:
         prompt_embeds: joint CLIP + T5 embeddings of the distinct texts, ``(U, 77 + T5 length, dim)``.
         pooled_prompt_embeds: concatenated CLIP projections, ``(U, pooled_dim)``.
-        batch: the members' rows and their CFG rows (:class:`GuidedBatch`).
+        rows: the members' text rows and their CFG rows (:class:`TextRows`).
         model_device: where the transformer's inputs go, looked up once per edit.
     """
 
     prompt_embeds: torch.Tensor
     pooled_prompt_embeds: torch.Tensor
-    batch: GuidedBatch
+    rows: TextRows
     model_device: torch.device | None = None
 
     @property
     def members(self) -> int:
         """K, the number of conditioned members."""
-        return self.batch.members
+        return self.rows.members
 
 
-class StableDiffusion3Backbone:
+@register_backbone
+class StableDiffusion3Backbone(BackboneInfo):
     """A ``StableDiffusion3Pipeline`` (SD3 medium, SD3.5 medium / large / large-turbo) seen as an image backbone.
 
     Build it from a pipeline (``StableDiffusion3Backbone(pipe)`` keeps offloading hooks, LoRAs and
@@ -133,19 +138,24 @@ class StableDiffusion3Backbone:
     Args:
         pipe: the pipeline whose transformer, VAE, three text encoders and scheduler config are used.
         default_guidance: CFG scale for members whose ``guidance`` is ``None`` (7.0, the pipeline's
-            default; FlowEdit uses 3.5 / 13.5, see :attr:`method_defaults`).
+            default; FlowEdit uses 3.5 / 13.5, see :attr:`defaults`).
         max_sequence_length: T5 prompt length (the pipeline's 256).
     """
 
-    prediction: Prediction = "flow"
+    name = "sd3"
     #: The diffusers pipeline classes this backbone wraps (their components are the same).
     pipelines = ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline")
-    #: Settings an editor uses on SD3 unless told otherwise (FlowEdit's published SD3 settings).
-    method_defaults: dict[str, dict[str, Any]] = {
-        "flowedit": {"n_steps": 50, "n_max": 33, "source_guidance": 3.5, "target_guidance": 13.5},
+    dtype = torch.bfloat16
+    patch_size = 2
+    #: FlowEdit's published SD3 setting (n_max = 33 of 50 steps: start = 50 - 33 = 17); the FLUX.1
+    #: reference grid for the others (not tuned for SD3).
+    defaults = {
+        "flowedit": {"steps": 50, "start": 17, "guidance": 13.5, "source_guidance": 3.5},
+        "sync-sde": {"steps": 28, "start": 4},
+        "sdedit": {"steps": 28, "start": 4},
+        "ode-inversion": {"steps": 28, "start": 4},
     }
-    #: The dtype :meth:`from_pretrained` loads the models in (the SDE state stays float32).
-    default_dtype = torch.bfloat16
+    prediction: Prediction = "flow"
 
     def __init__(
         self, pipe: StableDiffusion3Pipeline, *, default_guidance: float = DEFAULT_GUIDANCE, max_sequence_length: int = 256
@@ -153,6 +163,10 @@ class StableDiffusion3Backbone:
         self.pipe = pipe
         self.default_guidance = float(default_guidance)
         self.max_sequence_length = int(max_sequence_length)
+        #: The pipeline's (double-shifted) schedule, over the transformer's 2x2 patches.
+        self.schedule = RectifiedFlow.from_config(
+            pipe.scheduler.config, patch=2, sigmas_fn=lambda n, tokens: sd3_sigmas(n, tokens, pipe.scheduler)
+        )
 
     @classmethod
     def from_pretrained(
@@ -187,16 +201,6 @@ class StableDiffusion3Backbone:
         return int(self.pipe.vae_scale_factor)
 
     @property
-    def patch_size(self) -> int:
-        """The transformer's patch size (2)."""
-        return int(self.pipe.transformer.config.patch_size)
-
-    @property
-    def image_multiple(self) -> int:
-        """Image sides must be multiples of this (``vae_scale_factor * patch_size`` = 16)."""
-        return self.vae_scale_factor * self.patch_size
-
-    @property
     def latent_channels(self) -> int:
         """Latent channels (16)."""
         return int(self.pipe.transformer.config.in_channels)
@@ -204,13 +208,8 @@ class StableDiffusion3Backbone:
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """The latent shape ``(C, h, w)`` of an ``height x width`` image; ``ValueError`` for sizes SD3 can't take."""
         why = f"the VAE downsamples by {self.vae_scale_factor} and the transformer patchifies {self.patch_size}x{self.patch_size}"
-        check_image_size(height, width, self.image_multiple, why)
+        check_image_size(height, width, self.vae_scale_factor * self.patch_size, why)
         return self.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor
-
-    def sigmas(self, n_steps: int, latent_shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
-        """The pipeline's ``n_steps + 1`` float64 noise levels ``1 = sigma_0 > ... > sigma_N = 0`` (:func:`sd3_sigmas`)."""
-        patches = (int(latent_shape[-2]) // self.patch_size) * (int(latent_shape[-1]) // self.patch_size)
-        return sd3_sigmas(n_steps, patches, self.pipe.scheduler)
 
     # -- conditioning ---------------------------------------------------------------------------
 
@@ -250,10 +249,8 @@ class StableDiffusion3Backbone:
             max_sequence_length=self.max_sequence_length,
         )
         dtype = self.pipe.transformer.dtype
-        batch = GuidedBatch.build(
-            [row[p] for p in prompts], {k: (row[u], scales[k]) for k, u in zip(guided, uncond, strict=True)}, device
-        )
-        return SD3Conditions(embeds.to(dtype), pooled.to(dtype), batch, execution_device(self.pipe, self.pipe.transformer))
+        rows = TextRows.build([row[p] for p in prompts], {k: (row[u], scales[k]) for k, u in zip(guided, uncond, strict=True)})
+        return SD3Conditions(embeds.to(dtype), pooled.to(dtype), rows, execution_device(self.pipe, self.pipe.transformer))
 
     # -- the model call -------------------------------------------------------------------------
 
@@ -276,19 +273,22 @@ class StableDiffusion3Backbone:
                 f"SD3 latents must have {self.latent_channels} channels and sides divisible by {self.patch_size}, "
                 f"got {tuple(x.shape[2:])}"
             )
-        batch = x.shape[1]
-        latents = encoded.batch.inputs(x)
-        rows = encoded.batch.text_rows(batch)
+        encoded.rows.check(x)
         transformer = self.pipe.transformer
         device, dtype = encoded.model_device or execution_device(self.pipe, transformer), transformer.dtype
-        out = transformer(
-            hidden_states=latents.to(device=device, dtype=dtype),
-            timestep=torch.full((latents.shape[0],), 1000.0 * float(t), device=device, dtype=torch.float32),
-            encoder_hidden_states=encoded.prompt_embeds[rows.to(encoded.prompt_embeds.device)].to(device),
-            pooled_projections=encoded.pooled_prompt_embeds[rows.to(encoded.pooled_prompt_embeds.device)].to(device),
-            return_dict=False,
-        )[0]
-        return encoded.batch.combine(out.float(), batch).to(x.device)
+
+        def call(latents: torch.Tensor, member: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+            rows = encoded.rows.rows(member, negative)
+            out = transformer(
+                hidden_states=latents.to(device=device, dtype=dtype),
+                timestep=torch.full((latents.shape[0],), 1000.0 * float(t), device=device, dtype=torch.float32),
+                encoder_hidden_states=encoded.prompt_embeds[rows.to(encoded.prompt_embeds.device)].to(device),
+                pooled_projections=encoded.pooled_prompt_embeds[rows.to(encoded.pooled_prompt_embeds.device)].to(device),
+                return_dict=False,
+            )[0]
+            return out.float()
+
+        return guided_predict(x, encoded.rows.guided, encoded.rows.scales, call).to(x.device)
 
     # -- images ---------------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from coupled_sde.backends.base import Condition, Prediction
+from coupled_sde.backends.base import Condition, Prediction, guided_predict
 from coupled_sde.backends.hf._common import (
     Generators,
     check_image_size,
@@ -41,8 +41,9 @@ from coupled_sde.backends.hf._common import (
     vae_encode,
     warn,
 )
-from coupled_sde.backends.hf._guided import GuidedBatch
-from coupled_sde.backends.hf.stable_diffusion import alphas_cumprod_float64, ddim_timesteps
+from coupled_sde.backends.hf._guided import TextRows
+from coupled_sde.backends.registry import BackboneInfo, register_backbone
+from coupled_sde.schedules import DiscreteVP
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionXLPipeline
@@ -63,30 +64,31 @@ class SDXLConditions:
         prompt_embeds: concatenated CLIP hidden states of the distinct texts ``(U, 77, 2048)``, UNet
             dtype; with zero unconditional embeddings, the last row is all zeros.
         pooled_prompt_embeds: the second encoder's pooled projections ``(U, 1280)``.
-        batch: the members' rows and their CFG rows (:class:`GuidedBatch`).
+        rows: the members' text rows and their CFG rows (:class:`TextRows`).
         model_device: where the UNet's inputs go, looked up once per edit.
     """
 
     prompt_embeds: torch.Tensor
     pooled_prompt_embeds: torch.Tensor
-    batch: GuidedBatch
+    rows: TextRows
     model_device: torch.device | None = None
 
     @property
     def members(self) -> int:
         """K, the number of conditioned members."""
-        return self.batch.members
+        return self.rows.members
 
 
-class StableDiffusionXLBackbone:
+@register_backbone
+class StableDiffusionXLBackbone(BackboneInfo):
     """A ``StableDiffusionXLPipeline`` (SDXL base 1.0 or a fine-tune, epsilon or v prediction) seen as a VP image backbone.
 
     Build it from a pipeline (``StableDiffusionXLBackbone(pipe)``; offloading hooks, LoRAs and
-    dtypes are kept) or with :meth:`from_pretrained`. ``alphas_cumprod`` (float64),
-    ``final_alpha_cumprod`` and :meth:`timesteps` describe the discrete schedule as for
-    :class:`~coupled_sde.backends.hf.StableDiffusionBackbone` (whatever scheduler class the
-    pipeline carries -- SDXL ships ``EulerDiscreteScheduler`` -- only its config is read: betas,
-    spacing, offset, prediction type).
+    dtypes are kept) or with :meth:`from_pretrained`. ``schedule`` is the discrete VP schedule of the
+    scheduler config (:class:`~coupled_sde.schedules.DiscreteVP`), as for
+    :class:`~coupled_sde.backends.hf.StableDiffusionBackbone`: whatever scheduler class the pipeline
+    carries (SDXL ships ``EulerDiscreteScheduler``), only its config is read (betas, spacing, offset,
+    prediction type). Registry name ``"sdxl"``.
 
     Args:
         pipe: the pipeline whose UNet, VAE, both text encoders and scheduler config are used.
@@ -94,10 +96,18 @@ class StableDiffusionXLBackbone:
         crops_coords_top_left: the added-time-id crop coordinates (``(0, 0)`` as the pipeline).
     """
 
+    name = "sdxl"
     #: The diffusers pipeline classes this backbone wraps (their components are the same).
     pipelines = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline")
-    #: The dtype :meth:`from_pretrained` loads the models in (the SDE state stays float32).
-    default_dtype = torch.float16
+    dtype = torch.float16
+    #: As Stable Diffusion's (50 DDIM timesteps from index 10, t = 781; DDIM inversion under the source
+    #: at CFG 1) with the pipeline's CFG 5.0 (the members' default guidance). Not tuned for SDXL.
+    defaults = {
+        "sync-sde": {"steps": 50, "start": 10},
+        "sdedit": {"steps": 50, "start": 10},
+        "ode-inversion": {"steps": 50, "start": 10, "source_guidance": 1.0},
+        "flowedit": {"steps": 50, "start": 10},
+    }
 
     def __init__(
         self,
@@ -116,8 +126,7 @@ class StableDiffusionXLBackbone:
         self.default_guidance = float(default_guidance)
         self.crops_coords_top_left = tuple(int(c) for c in crops_coords_top_left)
         self.prediction: Prediction = _PREDICTIONS[prediction_type]
-        self.alphas_cumprod = alphas_cumprod_float64(pipe.scheduler)
-        self.final_alpha_cumprod = 1.0 if config.get("set_alpha_to_one", True) else float(self.alphas_cumprod[0])
+        self.schedule = DiscreteVP.from_config(config, pipe.scheduler.alphas_cumprod)
 
     @classmethod
     def from_pretrained(
@@ -151,11 +160,6 @@ class StableDiffusionXLBackbone:
         return int(self.pipe.vae_scale_factor)
 
     @property
-    def image_multiple(self) -> int:
-        """Image sides must be multiples of this (8)."""
-        return self.vae_scale_factor
-
-    @property
     def latent_channels(self) -> int:
         """Latent channels (4)."""
         return int(self.pipe.unet.config.in_channels)
@@ -164,10 +168,6 @@ class StableDiffusionXLBackbone:
         """The latent shape ``(C, h, w)`` of an ``height x width`` image; ``ValueError`` for sizes the VAE can't take."""
         check_image_size(height, width, self.vae_scale_factor, f"the VAE downsamples by {self.vae_scale_factor}")
         return self.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor
-
-    def timesteps(self, n_steps: int) -> torch.Tensor:
-        """``n_steps`` descending integer timesteps spaced like ``DDIMScheduler`` for this config (SDXL: 981 ... 1 for 50)."""
-        return ddim_timesteps(n_steps, self.pipe.scheduler.config)
 
     # -- conditioning ---------------------------------------------------------------------------
 
@@ -210,10 +210,8 @@ class StableDiffusionXLBackbone:
             embeds = torch.cat([embeds, torch.zeros_like(embeds[:1])])
             pooled = torch.cat([pooled, torch.zeros_like(pooled[:1])])
         dtype = self.pipe.unet.dtype
-        batch = GuidedBatch.build(
-            [row[p] for p in prompts], {k: (row[u], scales[k]) for k, u in zip(guided, uncond, strict=True)}, device
-        )
-        return SDXLConditions(embeds.to(dtype), pooled.to(dtype), batch, execution_device(self.pipe, self.pipe.unet))
+        rows = TextRows.build([row[p] for p in prompts], {k: (row[u], scales[k]) for k, u in zip(guided, uncond, strict=True)})
+        return SDXLConditions(embeds.to(dtype), pooled.to(dtype), rows, execution_device(self.pipe, self.pipe.unet))
 
     # -- the model call -------------------------------------------------------------------------
 
@@ -238,22 +236,29 @@ class StableDiffusionXLBackbone:
             raise ValueError(f"x must have shape (K, B, C, h, w), got {tuple(x.shape)}")
         if x.shape[2] != self.latent_channels:
             raise ValueError(f"latents must have {self.latent_channels} channels, got {x.shape[2]}")
-        batch, height, width = x.shape[1], x.shape[3], x.shape[4]
-        latents = encoded.batch.inputs(x)
-        rows = encoded.batch.text_rows(batch).to(encoded.prompt_embeds.device)
+        encoded.rows.check(x)
+        height, width = x.shape[3], x.shape[4]
         unet = self.pipe.unet
         device, dtype = encoded.model_device or execution_device(self.pipe, unet), unet.dtype
-        n = latents.shape[0]
         scale = self.vae_scale_factor
-        time_ids = torch.tensor([self.add_time_ids(height * scale, width * scale)], dtype=dtype, device=device).repeat(n, 1)
-        out = unet(
-            latents.to(device=device, dtype=dtype),
-            torch.full((n,), float(t), device=device),
-            encoder_hidden_states=encoded.prompt_embeds[rows].to(device),
-            added_cond_kwargs={"text_embeds": encoded.pooled_prompt_embeds[rows].to(device), "time_ids": time_ids},
-            return_dict=False,
-        )[0]
-        return encoded.batch.combine(out.float(), batch).to(x.device)
+        time_ids = torch.tensor([self.add_time_ids(height * scale, width * scale)], dtype=dtype, device=device)
+
+        def call(latents: torch.Tensor, member: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+            rows = encoded.rows.rows(member, negative).to(encoded.prompt_embeds.device)
+            n = latents.shape[0]
+            out = unet(
+                latents.to(device=device, dtype=dtype),
+                torch.full((n,), float(t), device=device),
+                encoder_hidden_states=encoded.prompt_embeds[rows].to(device),
+                added_cond_kwargs={
+                    "text_embeds": encoded.pooled_prompt_embeds[rows].to(device),
+                    "time_ids": time_ids.repeat(n, 1),
+                },
+                return_dict=False,
+            )[0]
+            return out.float()
+
+        return guided_predict(x, encoded.rows.guided, encoded.rows.scales, call).to(x.device)
 
     # -- images ---------------------------------------------------------------------------------
 
