@@ -26,9 +26,7 @@ import torch
 
 from coupled_sde.backends.base import Condition
 from coupled_sde.editing import edit_latents
-from coupled_sde.editing.members import FlowMembers
-from coupled_sde.editing.vp import VPMembers, vp_grid
-from coupled_sde.grid import TimeGrid
+from coupled_sde.editing.members import Members, editing_integrator
 from coupled_sde.solve import solve
 
 
@@ -51,13 +49,11 @@ def _cases():
 
 def _ours(backbone, x_T, guidance, n_steps, negative):
     condition = Condition("a photo of a cat", guidance=guidance, negative_prompt=negative)
-    if backbone.prediction == "flow":
-        grid = TimeGrid(backbone.sigmas(n_steps, tuple(x_T.shape[1:])))
-        system = FlowMembers(backbone, backbone.encode_conditions([condition]), 1, "ode")
-    else:
-        grid = vp_grid(backbone, n_steps)
-        system = VPMembers(backbone, backbone.encode_conditions([condition]), 1, grid, "ode")
-    return solve(system, x_T.unsqueeze(0), grid, "euler").y[0]
+    schedule = backbone.schedule
+    grid = schedule.grid(n_steps, tuple(x_T.shape[1:]))
+    integrator = editing_integrator("euler" if schedule.continuous else "ddim", schedule, eta=0.0)
+    system = Members(backbone, backbone.encode_conditions([condition]), 1, eta=0.0, integrator=integrator)
+    return solve(system, x_T.unsqueeze(0), grid, integrator).y[0]
 
 
 def _pipeline(backbone, x_T, guidance, n_steps, extra, output):
@@ -111,7 +107,8 @@ def main() -> None:
             klein = backbone
 
     print("\nFLUX.2 Klein (distilled), source == target, start index 1, batch 2 (32x48)")
-    x0 = klein.encode_images(torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(1)) * 2 - 1, None)
+    images = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    x0 = klein.encode_images(images, [torch.Generator().manual_seed(s) for s in (2, 3)])
     print(f"{'steps':>5s} {'method':>14s} {'max |out - x0| / max |x0|':>27s} {'model calls':>12s} {'evaluations':>12s}")
     for n_steps in (4, 8, 28):
         for method in ("sync-sde", "ode-inversion"):

@@ -8,7 +8,7 @@ from backbone_checks import (
     CallCounter,
     assert_runs_with_cpu_offload,
     assert_same_prompt_round_trip,
-    flow_generate,
+    generate,
     quiet_copy,
     relative_error,
 )
@@ -76,7 +76,10 @@ def test_are_flow_image_backbones(flux2, klein):
         assert (backbone.image_multiple, backbone.latent_channels) == (16, 16)
         assert backbone.latent_shape(32, 48) == LATENT
     assert flux2.has_guidance_embedding and klein.is_distilled
-    assert klein.method_defaults["sync-sde"]["n_steps"] == 4
+    assert klein.defaults["sync-sde"] == {"steps": 4, "start": 1}
+    from coupled_sde.backends.registry import pipeline_backbone
+
+    assert pipeline_backbone("Flux2Pipeline") is Flux2Backbone and pipeline_backbone("Flux2KleinPipeline") is Flux2KleinBackbone
 
 
 def test_patchify_matches_the_pipeline(flux2_pipe):
@@ -137,7 +140,7 @@ def test_empirical_mu_is_the_pipelines():
 @pytest.mark.parametrize("n_steps", [1, 4, 28])
 def test_sigmas_are_the_pipelines(request, which, n_steps):
     backbone = request.getfixturevalue(which)
-    sigmas = backbone.sigmas(n_steps, LATENT)
+    sigmas = backbone.schedule.grid(n_steps, LATENT).times
     assert sigmas.dtype == torch.float64 and sigmas[-1] == 0 and torch.all(sigmas[1:] < sigmas[:-1])
     pipe = quiet_copy(backbone.pipe)
     pipe(prompt="a cat", height=32, width=48, num_inference_steps=n_steps, output_type="latent", max_sequence_length=TEXT_LENGTH)
@@ -147,7 +150,7 @@ def test_sigmas_are_the_pipelines(request, which, n_steps):
 def test_dev_generation_matches_the_pipelines_own_loop(flux2):
     n_steps = 4
     x_T = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(5))
-    ours, _ = flow_generate(flux2, x_T, Condition("a photo of a cat", guidance=3.0), n_steps)
+    ours, _ = generate(flux2, x_T, Condition("a photo of a cat", guidance=3.0), n_steps)
     pipe = quiet_copy(flux2.pipe)
     tokens = pipe(
         prompt="a photo of a cat",
@@ -170,7 +173,7 @@ def test_klein_generation_matches_the_pipelines_own_loop(request, which, guidanc
     backbone = request.getfixturevalue(which)
     n_steps = 4
     x_T = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(6))
-    ours, _ = flow_generate(backbone, x_T, Condition("a photo of a cat", guidance=guidance), n_steps)
+    ours, _ = generate(backbone, x_T, Condition("a photo of a cat", guidance=guidance), n_steps)
     pipe = quiet_copy(backbone.pipe)
     reference = pipe(
         prompt="a photo of a cat",

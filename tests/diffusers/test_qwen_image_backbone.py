@@ -8,7 +8,7 @@ from backbone_checks import (
     CallCounter,
     assert_runs_with_cpu_offload,
     assert_same_prompt_round_trip,
-    flow_generate,
+    generate,
     quiet_copy,
     relative_error,
 )
@@ -113,7 +113,7 @@ def test_knobs_that_do_not_apply(qwen):
 
 @pytest.mark.parametrize("n_steps", [2, 4, 30])
 def test_sigmas_are_the_pipelines(qwen, n_steps):
-    sigmas = qwen.sigmas(n_steps, LATENT)
+    sigmas = qwen.schedule.grid(n_steps, LATENT).times
     assert sigmas.dtype == torch.float64 and sigmas[-1] == 0
     pipe = quiet_copy(qwen.pipe)
     pipe(prompt="a cat", height=32, width=48, num_inference_steps=n_steps, output_type="latent", max_sequence_length=TEXT_LENGTH)
@@ -123,14 +123,14 @@ def test_sigmas_are_the_pipelines(qwen, n_steps):
 def test_single_step_schedule_is_refused(qwen):
     """diffusers' terminal stretch gives NaN for one step; the backbone says so instead of sampling NaNs."""
     with pytest.raises(ValueError, match="n_steps >= 2"):
-        qwen.sigmas(1, LATENT)
+        qwen.schedule.grid(1, LATENT)
 
 
 @pytest.mark.parametrize("guidance", [1.0, 4.0])
 def test_generation_matches_the_pipelines_own_loop(qwen, guidance):
     n_steps = 4
     x_T = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(7))
-    ours, _ = flow_generate(
+    ours, _ = generate(
         qwen, x_T, Condition("a photo of a cat", guidance=guidance, negative_prompt=" " if guidance > 1 else None), n_steps
     )
     pipe = quiet_copy(qwen.pipe)

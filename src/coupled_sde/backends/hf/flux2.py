@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from coupled_sde.backends.base import Condition, Prediction
+from coupled_sde.backends.base import Condition, Prediction, guided_predict
 from coupled_sde.backends.hf._common import (
     Generators,
     check_image_size,
@@ -44,8 +44,10 @@ from coupled_sde.backends.hf._common import (
     vae_precision,
     warn,
 )
-from coupled_sde.backends.hf._guided import GuidedBatch
+from coupled_sde.backends.hf._guided import TextRows
 from coupled_sde.backends.hf.flux import _EXOTIC_SCHEDULER_OPTIONS
+from coupled_sde.backends.registry import BackboneInfo, register_backbone
+from coupled_sde.schedules import RectifiedFlow
 
 if TYPE_CHECKING:
     from diffusers import Flux2KleinPipeline, Flux2Pipeline
@@ -138,28 +140,29 @@ class Flux2Conditions:
 
     Attributes:
         prompt_embeds: stacked text-encoder hidden states of the distinct texts, ``(U, L, 3 dim)``.
-        batch: the members' rows and their CFG rows (:class:`GuidedBatch`).
+        rows: the members' text rows and their CFG rows (:class:`TextRows`).
         guidance: each member's guidance-embedding value, float32 ``(K,)`` (``None`` without one).
         model_device: where the transformer's inputs go, looked up once per edit.
     """
 
     prompt_embeds: torch.Tensor
-    batch: GuidedBatch
+    rows: TextRows
     guidance: torch.Tensor | None = None
     model_device: torch.device | None = None
 
     @property
     def members(self) -> int:
         """K, the number of conditioned members."""
-        return self.batch.members
+        return self.rows.members
 
 
-class _Flux2Base:
+class _Flux2Base(BackboneInfo):
     """What FLUX.2 dev and Klein share: latents, VAE, schedule, prompts and the transformer call."""
 
     prediction: Prediction = "flow"
-    #: The dtype :meth:`from_pretrained` loads the models in (the SDE state stays float32).
-    default_dtype = torch.bfloat16
+    dtype = torch.bfloat16
+    #: The VAE latent is patchified 2x2 into the state: image sides are multiples of 8 x 2.
+    patch_size = 2
     _pipeline_class = ""
 
     def __init__(
@@ -174,6 +177,11 @@ class _Flux2Base:
         self.default_guidance = float(default_guidance)
         self.max_sequence_length = int(max_sequence_length)
         self.text_encoder_out_layers = None if text_encoder_out_layers is None else tuple(text_encoder_out_layers)
+        #: The pipelines' schedule; its shift depends on the step count too, so the grid is computed
+        #: by :func:`flux2_sigmas` (the state is already patchified: one token per state pixel).
+        self.schedule = RectifiedFlow.from_config(
+            pipe.scheduler.config, patch=1, sigmas_fn=lambda n, tokens: flux2_sigmas(n, tokens, pipe.scheduler)
+        )
 
     @classmethod
     def from_pretrained(
@@ -208,11 +216,6 @@ class _Flux2Base:
         return int(self.pipe.vae_scale_factor)
 
     @property
-    def image_multiple(self) -> int:
-        """Image sides must be multiples of this: ``2 * vae_scale_factor`` (16), for the 2x2 patchify."""
-        return 2 * self.vae_scale_factor
-
-    @property
     def latent_channels(self) -> int:
         """Channels of the patchified state: the transformer's ``in_channels`` (128 for the real models)."""
         return int(self.pipe.transformer.config.in_channels)
@@ -222,10 +225,6 @@ class _Flux2Base:
         why = f"the VAE downsamples by {self.vae_scale_factor} and FLUX.2 patchifies 2x2 latent pixels"
         check_image_size(height, width, self.image_multiple, why)
         return self.latent_channels, height // self.image_multiple, width // self.image_multiple
-
-    def sigmas(self, n_steps: int, latent_shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
-        """The pipeline's ``n_steps + 1`` float64 noise levels for this latent (:func:`flux2_sigmas`)."""
-        return flux2_sigmas(n_steps, int(latent_shape[-2]) * int(latent_shape[-1]), self.pipe.scheduler)
 
     # -- conditioning ---------------------------------------------------------------------------
 
@@ -255,28 +254,30 @@ class _Flux2Base:
             raise ValueError(f"x must have shape (K, B, C, h, w), got {tuple(x.shape)}")
         if x.shape[2] != self.latent_channels:
             raise ValueError(f"FLUX.2 latents must have {self.latent_channels} channels, got {x.shape[2]}")
-        batch, channels, height, width = x.shape[1:]
-        latents = encoded.batch.inputs(x)
-        n = latents.shape[0]
-        rows = encoded.batch.text_rows(batch).to(encoded.prompt_embeds.device)
+        encoded.rows.check(x)
+        channels, height, width = x.shape[2:]
         transformer = self.pipe.transformer
         device, dtype = encoded.model_device or execution_device(self.pipe, transformer), transformer.dtype
-        guidance = None
-        if encoded.guidance is not None:
-            guidance = encoded.guidance.to(device)[encoded.batch.member_of_row(batch).to(device)]
-        tokens = latents.reshape(n, channels, height * width).permute(0, 2, 1)
-        embeds = encoded.prompt_embeds[rows].to(device)
-        out = transformer(
-            hidden_states=tokens.to(device=device, dtype=dtype),
-            timestep=torch.full((n,), float(t), device=device, dtype=dtype),
-            guidance=guidance,
-            encoder_hidden_states=embeds,
-            txt_ids=_text_ids(embeds.shape[1], device),
-            img_ids=_image_ids(height, width, device),
-            return_dict=False,
-        )[0]
-        u = out[:, : height * width].float().permute(0, 2, 1).reshape(n, channels, height, width)
-        return encoded.batch.combine(u, batch).to(x.device)
+        text_ids = _text_ids(encoded.prompt_embeds.shape[1], device)
+        image_ids = _image_ids(height, width, device)
+
+        def call(latents: torch.Tensor, member: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+            n = latents.shape[0]
+            rows = encoded.rows.rows(member, negative).to(encoded.prompt_embeds.device)
+            guidance = None if encoded.guidance is None else encoded.guidance.to(device)[member.to(device)]
+            tokens = latents.reshape(n, channels, height * width).permute(0, 2, 1)
+            out = transformer(
+                hidden_states=tokens.to(device=device, dtype=dtype),
+                timestep=torch.full((n,), float(t), device=device, dtype=dtype),
+                guidance=guidance,
+                encoder_hidden_states=encoded.prompt_embeds[rows].to(device),
+                txt_ids=text_ids,
+                img_ids=image_ids,
+                return_dict=False,
+            )[0]
+            return out[:, : height * width].float().permute(0, 2, 1).reshape(n, channels, height, width)
+
+        return guided_predict(x, encoded.rows.guided, encoded.rows.scales, call).to(x.device)
 
     # -- images ---------------------------------------------------------------------------------
 
@@ -313,6 +314,7 @@ class _Flux2Base:
         return images.float().clamp(-1.0, 1.0).to(latents.device)
 
 
+@register_backbone
 class Flux2Backbone(_Flux2Base):
     """A ``Flux2Pipeline`` (FLUX.2 dev) seen as an image backbone.
 
@@ -328,9 +330,13 @@ class Flux2Backbone(_Flux2Base):
             (``None``: the pipeline's (10, 20, 30)).
     """
 
+    name = "flux2"
     _pipeline_class = "Flux2Pipeline"
     #: The diffusers pipeline classes this backbone wraps.
     pipelines = ("Flux2Pipeline",)
+    #: The FLUX.1 reference grid (28 steps from index 4) with the pipeline's guidance embedding (4.0,
+    #: the members' default): a starting point, no setting is published for FLUX.2 dev.
+    defaults = {method: {"steps": 28, "start": 4} for method in ("sync-sde", "sdedit", "ode-inversion", "flowedit")}
 
     def __init__(self, pipe: Flux2Pipeline, **kwargs: Any):
         super().__init__(pipe, **kwargs)
@@ -358,18 +364,17 @@ class Flux2Backbone(_Flux2Base):
 
         unique, row = dedupe(prompts + negatives)
         device = execution_device(self.pipe)
-        batch = GuidedBatch.build(
-            [row[p] for p in prompts],
-            {k: (row[n], conditions[k].true_cfg) for k, n in zip(guided, negatives, strict=True)},
-            device,
+        rows = TextRows.build(
+            [row[p] for p in prompts], {k: (row[n], conditions[k].true_cfg) for k, n in zip(guided, negatives, strict=True)}
         )
         guidance = None
         if self.has_guidance_embedding:
             values = [self.default_guidance if c.guidance is None else float(c.guidance) for c in conditions]
             guidance = torch.tensor(values, dtype=torch.float32, device=device)
-        return Flux2Conditions(self._encode_texts(unique), batch, guidance, execution_device(self.pipe, self.pipe.transformer))
+        return Flux2Conditions(self._encode_texts(unique), rows, guidance, execution_device(self.pipe, self.pipe.transformer))
 
 
+@register_backbone
 class Flux2KleinBackbone(_Flux2Base):
     """A ``Flux2KleinPipeline`` (FLUX.2 Klein, base or distilled) seen as an image backbone.
 
@@ -386,23 +391,23 @@ class Flux2KleinBackbone(_Flux2Base):
             (``None``: the pipeline's (9, 18, 27)).
     """
 
+    name = "flux2-klein"
     _pipeline_class = "Flux2KleinPipeline"
     #: The diffusers pipeline classes this backbone wraps (their components are the same).
     pipelines = ("Flux2KleinPipeline", "Flux2KleinInpaintPipeline")
+    #: The distilled Klein checkpoints sample in 4 steps (the pipeline's documented setting): every
+    #: method on that grid from index 1. Base (non-distilled) models get 50 steps (set in ``__init__``).
+    defaults = {method: {"steps": 4, "start": 1} for method in ("sync-sde", "sdedit", "ode-inversion", "flowedit")}
 
     def __init__(self, pipe: Flux2KleinPipeline, **kwargs: Any):
         super().__init__(pipe, **kwargs)
+        if not self.is_distilled:
+            self.defaults = {method: {"steps": 50, "start": 1} for method in type(self).defaults}
 
     @property
     def is_distilled(self) -> bool:
         """Whether this is a step-distilled (few-step, guidance-free) Klein checkpoint."""
         return bool(self.pipe.config.get("is_distilled", False))
-
-    @property
-    def method_defaults(self) -> dict[str, dict[str, Any]]:
-        """The distilled models sample in 4 steps (the pipeline's documented setting); the base ones in 50."""
-        n_steps = 4 if self.is_distilled else 50
-        return {"sync-sde": {"n_steps": n_steps, "start": 1}, "ode-inversion": {"n_steps": n_steps, "start": 1}}
 
     @torch.no_grad()
     def encode_conditions(self, conditions: list[Condition]) -> Flux2Conditions:
@@ -431,8 +436,5 @@ class Flux2KleinBackbone(_Flux2Base):
                 if k not in guided and c.negative_prompt is not None:
                     warn(f"member {k}: negative_prompt is ignored with guidance <= 1 (no classifier-free guidance)")
         unique, row = dedupe(prompts + uncond)
-        device = execution_device(self.pipe)
-        batch = GuidedBatch.build(
-            [row[p] for p in prompts], {k: (row[u], scales[k]) for k, u in zip(guided, uncond, strict=True)}, device
-        )
-        return Flux2Conditions(self._encode_texts(unique), batch, None, execution_device(self.pipe, self.pipe.transformer))
+        rows = TextRows.build([row[p] for p in prompts], {k: (row[u], scales[k]) for k, u in zip(guided, uncond, strict=True)})
+        return Flux2Conditions(self._encode_texts(unique), rows, None, execution_device(self.pipe, self.pipe.transformer))

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from coupled_sde.backends.base import Condition, Prediction
+from coupled_sde.backends.base import Condition, Prediction, guided_predict
 from coupled_sde.backends.hf._common import (
     Generators,
     batch_generators,
@@ -40,8 +40,10 @@ from coupled_sde.backends.hf._common import (
     vae_precision,
     warn,
 )
-from coupled_sde.backends.hf._guided import GuidedBatch
+from coupled_sde.backends.hf._guided import TextRows
 from coupled_sde.backends.hf.flux import flux_sigmas, pack_latents, unpack_latents
+from coupled_sde.backends.registry import BackboneInfo, register_backbone
+from coupled_sde.schedules import RectifiedFlow
 
 if TYPE_CHECKING:
     from diffusers import QwenImagePipeline
@@ -61,22 +63,32 @@ class QwenImageConditions:
     Attributes:
         prompt_embeds: text-encoder hidden states of the distinct texts, padded ``(U, L, dim)``.
         prompt_mask: their padding mask ``(U, L)`` (1 = token), or ``None`` when nothing is padded.
-        batch: the members' rows and their CFG rows (:class:`GuidedBatch`).
+        rows: the members' text rows and their CFG rows (:class:`TextRows`).
         model_device: where the transformer's inputs go, looked up once per edit.
     """
 
     prompt_embeds: torch.Tensor
     prompt_mask: torch.Tensor | None
-    batch: GuidedBatch
+    rows: TextRows
     model_device: torch.device | None = None
 
     @property
     def members(self) -> int:
         """K, the number of conditioned members."""
-        return self.batch.members
+        return self.rows.members
 
 
-class QwenImageBackbone:
+def qwen_image_sigmas(n_steps: int, image_seq_len: int, scheduler: Any) -> torch.Tensor:
+    """The pipeline's noise levels (:func:`~coupled_sde.backends.hf.flux.flux_sigmas`: FLUX's shift, then the
+    scheduler's terminal stretch); a clear error where diffusers' stretch is not finite (one step)."""
+    sigmas = flux_sigmas(n_steps, image_seq_len, scheduler)
+    if not torch.isfinite(sigmas).all():  # the terminal stretch divides by 0 for a single step
+        raise ValueError(f"the scheduler's schedule for n_steps={n_steps} is not finite (shift_terminal needs n_steps >= 2)")
+    return sigmas
+
+
+@register_backbone
+class QwenImageBackbone(BackboneInfo):
     """A ``QwenImagePipeline`` (Qwen-Image, Qwen-Image-2512, ...) seen as an image backbone.
 
     Build it from a pipeline (offloading hooks, LoRAs and dtypes are kept) or with
@@ -88,11 +100,15 @@ class QwenImageBackbone:
         max_sequence_length: maximum prompt length in tokens (the pipeline's 1024).
     """
 
-    prediction: Prediction = "flow"
+    name = "qwen-image"
     #: The diffusers pipeline classes this backbone wraps (their components are the same).
     pipelines = ("QwenImagePipeline", "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline")
-    #: The dtype :meth:`from_pretrained` loads the models in (the SDE state stays float32).
-    default_dtype = torch.bfloat16
+    dtype = torch.bfloat16
+    patch_size = 2
+    #: The FLUX.1 reference grid (28 steps from index 4) with the pipeline's CFG 4.0 (the members'
+    #: default): a starting point, no setting is published for Qwen-Image.
+    defaults = {method: {"steps": 28, "start": 4} for method in ("sync-sde", "sdedit", "ode-inversion", "flowedit")}
+    prediction: Prediction = "flow"
 
     def __init__(self, pipe: QwenImagePipeline, *, default_guidance: float = DEFAULT_GUIDANCE, max_sequence_length: int = 1024):
         if pipe.transformer.config.get("guidance_embeds", False):
@@ -100,6 +116,10 @@ class QwenImageBackbone:
         self.pipe = pipe
         self.default_guidance = float(default_guidance)
         self.max_sequence_length = int(max_sequence_length)
+        #: The pipeline's schedule over 2x2-packed tokens (shift, then the scheduler's terminal stretch).
+        self.schedule = RectifiedFlow.from_config(
+            pipe.scheduler.config, patch=2, sigmas_fn=lambda n, tokens: qwen_image_sigmas(n, tokens, pipe.scheduler)
+        )
 
     @classmethod
     def from_pretrained(
@@ -128,11 +148,6 @@ class QwenImageBackbone:
         return int(self.pipe.vae_scale_factor)
 
     @property
-    def image_multiple(self) -> int:
-        """Image sides must be multiples of this (``2 * vae_scale_factor`` = 16, for the 2x2 packing)."""
-        return 2 * self.vae_scale_factor
-
-    @property
     def latent_channels(self) -> int:
         """Latent channels (16): the VAE's ``z_dim``."""
         return int(self.pipe.vae.config.z_dim)
@@ -142,14 +157,6 @@ class QwenImageBackbone:
         why = f"the VAE downsamples by {self.vae_scale_factor} and Qwen-Image packs 2x2 latent patches"
         check_image_size(height, width, self.image_multiple, why)
         return self.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor
-
-    def sigmas(self, n_steps: int, latent_shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
-        """The pipeline's ``n_steps + 1`` float64 noise levels (shifted for the token count, stretched to the terminal)."""
-        tokens = (int(latent_shape[-2]) // 2) * (int(latent_shape[-1]) // 2)
-        sigmas = flux_sigmas(n_steps, tokens, self.pipe.scheduler)
-        if not torch.isfinite(sigmas).all():  # the terminal stretch divides by 0 for a single step
-            raise ValueError(f"the scheduler's schedule for n_steps={n_steps} is not finite (shift_terminal needs n_steps >= 2)")
-        return sigmas
 
     # -- conditioning ---------------------------------------------------------------------------
 
@@ -182,11 +189,9 @@ class QwenImageBackbone:
         unique, row = dedupe(prompts + uncond)
         device = execution_device(self.pipe)
         embeds, mask = self.pipe.encode_prompt(prompt=unique, device=device, max_sequence_length=self.max_sequence_length)
-        batch = GuidedBatch.build(
-            [row[p] for p in prompts], {k: (row[u], scales[k]) for k, u in zip(guided, uncond, strict=True)}, device
-        )
+        rows = TextRows.build([row[p] for p in prompts], {k: (row[u], scales[k]) for k, u in zip(guided, uncond, strict=True)})
         return QwenImageConditions(
-            embeds.to(self.pipe.transformer.dtype), mask, batch, execution_device(self.pipe, self.pipe.transformer)
+            embeds.to(self.pipe.transformer.dtype), mask, rows, execution_device(self.pipe, self.pipe.transformer)
         )
 
     # -- the model call -------------------------------------------------------------------------
@@ -209,25 +214,38 @@ class QwenImageBackbone:
             raise ValueError(
                 f"Qwen-Image latents must have {self.latent_channels} channels and even sides, got {tuple(x.shape[2:])}"
             )
-        batch, height, width = x.shape[1], x.shape[3], x.shape[4]
-        latents = encoded.batch.inputs(x)
-        n = latents.shape[0]
-        rows = encoded.batch.text_rows(batch).to(encoded.prompt_embeds.device)
+        encoded.rows.check(x)
+        members, batch, height, width = x.shape[0], x.shape[1], x.shape[3], x.shape[4]
         transformer = self.pipe.transformer
         device, dtype = encoded.model_device or execution_device(self.pipe, transformer), transformer.dtype
-        mask = None if encoded.prompt_mask is None else encoded.prompt_mask[rows.to(encoded.prompt_mask.device)].to(device)
-        out = transformer(
-            hidden_states=pack_latents(latents).to(device=device, dtype=dtype),
-            timestep=torch.full((n,), float(t), device=device, dtype=dtype),
-            guidance=None,
-            encoder_hidden_states=encoded.prompt_embeds[rows].to(device),
-            encoder_hidden_states_mask=mask,
-            img_shapes=[[(1, height // 2, width // 2)]] * n,
-            return_dict=False,
-        )[0]
-        tokens = encoded.batch.combine(out.float(), batch, rescale_dim=-1)  # (K, B, tokens, 4C)
-        u = unpack_latents(tokens.reshape(-1, *tokens.shape[2:]), height, width)
-        return u.view(x.shape).to(x.device)
+        raw: list[torch.Tensor] = []
+
+        def call(latents: torch.Tensor, member: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+            n = latents.shape[0]
+            rows = encoded.rows.rows(member, negative).to(encoded.prompt_embeds.device)
+            mask = encoded.prompt_mask
+            out = transformer(
+                hidden_states=pack_latents(latents).to(device=device, dtype=dtype),
+                timestep=torch.full((n,), float(t), device=device, dtype=dtype),
+                guidance=None,
+                encoder_hidden_states=encoded.prompt_embeds[rows].to(device),
+                encoder_hidden_states_mask=None if mask is None else mask[rows.to(mask.device)].to(device),
+                img_shapes=[[(1, height // 2, width // 2)]] * n,
+                return_dict=False,
+            )[0]
+            raw.append(out.float())
+            return unpack_latents(out.float(), height, width)
+
+        u = guided_predict(x, encoded.rows.guided, encoded.rows.scales, call)
+        guided = encoded.rows.guided
+        if guided.numel():  # the pipeline's rescale: each guided token to the norm of its conditional one
+            index = guided.to(u.device)
+            positive = raw[0][: members * batch].view(members, batch, *raw[0].shape[1:])[index]
+            mixed = pack_latents(u[index].reshape(-1, *u.shape[2:])).view(positive.shape)
+            rescaled = mixed * (positive.norm(dim=-1, keepdim=True) / mixed.norm(dim=-1, keepdim=True))
+            u = u.clone()
+            u[index] = unpack_latents(rescaled.reshape(-1, *rescaled.shape[2:]), height, width).view(u[index].shape)
+        return u.to(x.device)
 
     # -- images ---------------------------------------------------------------------------------
 

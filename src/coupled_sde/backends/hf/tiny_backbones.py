@@ -394,9 +394,8 @@ def tiny_flux2_pipeline(seed: int = 0) -> Flux2Pipeline:
     ``AutoencoderKLFlux2`` with 4 latent channels (16 after the 2x2 patchify), a one-block
     ``Flux2Transformer2DModel`` with a guidance embedding. Image sides must be multiples of 16.
     """
-    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
-
     from diffusers import Flux2Pipeline
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
 
     tok = _tiny_mistral_tokenizer()
     config = Mistral3Config(
@@ -451,9 +450,8 @@ def tiny_flux2_klein_pipeline(seed: int = 0, distilled: bool = True) -> Flux2Kle
     Klein checkpoints' ``is_distilled`` (no classifier-free guidance); ``False`` the base models
     (CFG against the empty prompt).
     """
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
     from diffusers import Flux2KleinPipeline
+    from transformers import Qwen3Config, Qwen3ForCausalLM
 
     tokenizer = _tiny_qwen_tokenizer(_QWEN3_CHAT_TEMPLATE)
     config = Qwen3Config(
@@ -495,9 +493,8 @@ def tiny_qwen_image_pipeline(seed: int = 0) -> QwenImagePipeline:
     ``QwenImageTransformer2DModel`` on 2x2 packed tokens; FlowMatch scheduler with Qwen-Image's
     dynamic shift config. Image sides must be multiples of 16.
     """
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-
     from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImagePipeline, QwenImageTransformer2DModel
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     tokenizer = _tiny_qwen_tokenizer()
     with torch.random.fork_rng(devices=[]):
