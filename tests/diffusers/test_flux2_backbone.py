@@ -252,6 +252,9 @@ def test_from_pretrained_loads_a_saved_pipeline(which, tmp_path):
     pipe.save_pretrained(tmp_path)
     loaded = cls.from_pretrained(str(tmp_path), torch_dtype=torch.float32, max_sequence_length=TEXT_LENGTH)
     built = cls(pipe, max_sequence_length=TEXT_LENGTH)
+    from coupled_sde.editing.loading import load_backbone
+
+    assert type(load_backbone(tmp_path, device="cpu", dtype="float32", quiet=True)) is cls
     x = _state(1, 1)
     u = loaded.predict(x, 0.5, loaded.encode_conditions([Condition("a cat")]))
     torch.testing.assert_close(u, built.predict(x, 0.5, built.encode_conditions([Condition("a cat")])))

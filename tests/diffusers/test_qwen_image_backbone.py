@@ -195,6 +195,9 @@ def test_from_pretrained_loads_a_saved_pipeline(tmp_path):
     pipe = tiny_qwen_image_pipeline(seed=2)
     pipe.save_pretrained(tmp_path)
     loaded = QwenImageBackbone.from_pretrained(str(tmp_path), torch_dtype=torch.float32, max_sequence_length=TEXT_LENGTH)
+    from coupled_sde.editing.loading import load_backbone
+
+    assert type(load_backbone(tmp_path, device="cpu", dtype="float32", quiet=True)) is QwenImageBackbone
     built = QwenImageBackbone(pipe, max_sequence_length=TEXT_LENGTH)
     x = _state(1, 1)
     u = loaded.predict(x, 0.5, loaded.encode_conditions([Condition("a cat")]))

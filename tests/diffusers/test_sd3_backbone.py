@@ -186,6 +186,12 @@ def test_from_pretrained_loads_a_saved_pipeline(tmp_path):
     pipe.save_pretrained(tmp_path)
     loaded = StableDiffusion3Backbone.from_pretrained(str(tmp_path), torch_dtype=torch.float32, max_sequence_length=T5_LENGTH)
     built = StableDiffusion3Backbone(pipe, max_sequence_length=T5_LENGTH)
+    from coupled_sde.editing.loading import as_backbone, load_backbone
+
+    assert (
+        type(load_backbone(tmp_path, device="cpu", dtype="float32", quiet=True)) is StableDiffusion3Backbone
+    )  # by model_index.json
+    assert type(as_backbone(pipe)) is StableDiffusion3Backbone  # by pipeline class
     x = _state(1, 1)
     u = loaded.predict(x, 0.5, loaded.encode_conditions([Condition("a cat")]))
     torch.testing.assert_close(u, built.predict(x, 0.5, built.encode_conditions([Condition("a cat")])))

@@ -188,6 +188,9 @@ def test_from_pretrained_loads_a_saved_pipeline(tmp_path):
     pipe.save_pretrained(tmp_path)
     loaded = StableDiffusionXLBackbone.from_pretrained(str(tmp_path), torch_dtype=torch.float32)
     assert loaded.prediction == "v"
+    from coupled_sde.editing.loading import load_backbone
+
+    assert type(load_backbone(tmp_path, device="cpu", dtype="float32", quiet=True)) is StableDiffusionXLBackbone
     built = StableDiffusionXLBackbone(pipe)
     x = _state(1, 1)
     u = loaded.predict(x, 10, loaded.encode_conditions([Condition("a cat")]))
