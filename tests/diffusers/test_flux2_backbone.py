@@ -258,3 +258,19 @@ def test_from_pretrained_loads_a_saved_pipeline(which, tmp_path):
     x = _state(1, 1)
     u = loaded.predict(x, 0.5, loaded.encode_conditions([Condition("a cat")]))
     torch.testing.assert_close(u, built.predict(x, 0.5, built.encode_conditions([Condition("a cat")])))
+
+
+def test_edit_image_from_a_saved_klein_folder_uses_its_registered_defaults(tmp_path):
+    """The image API loads a saved Klein pipeline through the registry and edits with its 4-step defaults."""
+    from PIL import Image
+
+    from coupled_sde.editing.api import edit_image
+
+    folder = tmp_path / "klein"
+    tiny_flux2_klein_pipeline(seed=4).save_pretrained(folder)
+    data = torch.randint(0, 256, (32, 48, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    Image.fromarray(data.numpy()).save(tmp_path / "in.png")
+    edited = edit_image(folder, tmp_path / "in.png", "a photo of a cat", "a photo of a dog", seed=1, device="cpu", dtype="float32")
+    info = edited.info["coupled_sde"]
+    assert edited.size == (48, 32)
+    assert (info["settings"]["steps"], info["settings"]["start"], info["model_calls"]) == (4, 1, 3)
