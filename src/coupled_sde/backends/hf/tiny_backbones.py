@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from coupled_sde.backends.hf.tiny import _T5_WORDS, _bytes_to_unicode, _tiny_clip_tokenizer, _tiny_t5_tokenizer
+from coupled_sde._tiny_text import byte_symbols
+from coupled_sde.backends.hf.tiny import _T5_WORDS, _tiny_clip_tokenizer, _tiny_t5_tokenizer
 
 if TYPE_CHECKING:
     from diffusers import (
@@ -271,7 +272,7 @@ def _tiny_qwen_tokenizer(chat_template: str | None = None) -> Any:
     from tokenizers import AddedToken
     from transformers import Qwen2Tokenizer
 
-    symbols = list(_bytes_to_unicode().values())
+    symbols = byte_symbols()
     merges = [("a", "t"), ("c", "at"), ("d", "o"), ("do", "g")]
     vocab_list = [*symbols, *("".join(pair) for pair in merges)]
     vocab = {token: i for i, token in enumerate(dict.fromkeys(vocab_list))}
