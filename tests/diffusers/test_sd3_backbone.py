@@ -148,7 +148,7 @@ def test_same_prompt_gives_the_vae_round_trip(sd3, small_images):
 def test_flowedit_with_the_sd3_defaults_runs_batched(sd3, small_images):
     x0 = sd3.encode_images(small_images, torch.Generator().manual_seed(0))
     resolved = resolve_settings(sd3, "flowedit")
-    assert (resolved["steps"], resolved["start"], resolved["guidance"], resolved["source_guidance"]) == (50, 17, 13.5, 3.5)
+    assert (resolved["steps"], resolved["n_max"], resolved["guidance"], resolved["source_guidance"]) == (50, 33, 13.5, 3.5)
     with CallCounter(sd3.pipe.transformer) as calls:
         out = flowedit(sd3, x0, "a cat", "a dog", n_steps=6, n_max=4)  # the published guidance, fewer steps
     assert calls.batches == [2 * 2 * 2] * 4  # (source, target) x batch 2, each with its CFG row, one call per active step

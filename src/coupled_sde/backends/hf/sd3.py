@@ -147,10 +147,10 @@ class StableDiffusion3Backbone(BackboneInfo):
     pipelines = ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline")
     dtype = torch.bfloat16
     patch_size = 2
-    #: FlowEdit's published SD3 setting (n_max = 33 of 50 steps: start = 50 - 33 = 17); the FLUX.1
+    #: FlowEdit's published SD3 setting (n_max = 33 of 50 steps, i.e. start 17); the FLUX.1
     #: reference grid for the others (not tuned for SD3).
     defaults = {
-        "flowedit": {"steps": 50, "start": 17, "guidance": 13.5, "source_guidance": 3.5},
+        "flowedit": {"steps": 50, "n_max": 33, "guidance": 13.5, "source_guidance": 3.5},
         "sync-sde": {"steps": 28, "start": 4},
         "sdedit": {"steps": 28, "start": 4},
         "ode-inversion": {"steps": 28, "start": 4},
