@@ -91,6 +91,8 @@ API_MODULES = [
     "coupled_sde.grid",
     "coupled_sde.sde",
     "coupled_sde.brownian",
+    "coupled_sde.brownian_tree",
+    "coupled_sde.counter_rng",
     "coupled_sde.coupling",
     "coupled_sde.drivers",
     "coupled_sde.integrators",
