@@ -5,9 +5,9 @@
   ``coupled-sde <command>: interrupted`` and exit code 130 (128 + SIGINT, the shell's convention).
   ``COUPLED_SDE_TRACEBACK=1`` prints the traceback too, for bug reports.
 * :func:`configure_threads` -- ``--threads N``, or a default that suits the model: one thread for
-  small models on the CPU (tiny pipelines and the shipped models are tens of times faster on one
-  thread of a small, shared machine than at torch's default; see ``docs/cli.md``), torch's default
-  otherwise. ``OMP_NUM_THREADS`` in the environment is respected.
+  small models on the CPU (a tiny pipeline's edit was 3 to 30 times faster on one thread than on two
+  on a busy 2-core machine, and at most a fifth slower on an idle one; ``benchmarks/bench_threads.py``,
+  ``docs/cli.md``), torch's default otherwise. ``OMP_NUM_THREADS`` in the environment is respected.
 * :func:`quiet_libraries` -- silences transformers' two "requires torchvision" notices (the PIL
   fallback it picks is what this project uses) and, with ``--quiet``, the libraries' info logs.
 * :func:`check_device` and :func:`check_hub_model` -- a device the machine does not have, or a hub
