@@ -64,7 +64,7 @@ def _pipeline_prediction(pipe, x, sigma, prompt, guidance, negative=None):
 def test_is_a_flow_image_backbone(sd3):
     assert isinstance(sd3, ImageBackbone) and sd3.prediction == "flow"
     assert (sd3.vae_scale_factor, sd3.latent_channels, sd3.image_multiple) == (8, 16, 16)
-    assert sd3.defaults["flowedit"] == {"steps": 50, "start": 50 - 33, "guidance": 13.5, "source_guidance": 3.5}
+    assert sd3.defaults["flowedit"] == {"steps": 50, "n_max": 33, "guidance": 13.5, "source_guidance": 3.5}
     from coupled_sde.backends.registry import backbone_class, pipeline_backbone
 
     assert backbone_class("sd3") is pipeline_backbone("StableDiffusion3Pipeline") is StableDiffusion3Backbone
