@@ -163,13 +163,15 @@ def test_a_second_request_while_one_runs_is_queued_not_lost(served, browser, tmp
     image = _image(tmp_path / "cat.png", 1)
     _fill(browser, url, image, seed=1, steps=300, start=1)  # the long one
     first = browser.current_window_handle
-    browser.find_element(By.CSS_SELECTOR, "#run-button").click()
     browser.switch_to.new_window("tab")
     second = browser.current_window_handle
     _fill(browser, url, image, seed=2, steps=3, start=1)
+    browser.switch_to.window(first)
     browser.find_element(By.CSS_SELECTOR, "#run-button").click()
-    statuses = set()
-    while not browser.find_elements(By.CSS_SELECTOR, "#edit-output img"):
+    browser.switch_to.window(second)  # while the first one runs
+    browser.find_element(By.CSS_SELECTOR, "#run-button").click()
+    statuses, deadline = set(), time.monotonic() + 300
+    while not browser.find_elements(By.CSS_SELECTOR, "#edit-output img") and time.monotonic() < deadline:
         statuses.add(browser.find_element(By.CSS_SELECTOR, "#edit-output").text.split("|")[0].strip())
         time.sleep(0.2)
     assert any(s.startswith("queue") for s in statuses), statuses  # it waited its turn, with its place shown
