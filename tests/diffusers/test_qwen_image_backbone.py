@@ -6,6 +6,8 @@ import pytest
 import torch
 from backbone_checks import (
     CallCounter,
+    assert_bf16_model_float32_state,
+    assert_from_pretrained_matches,
     assert_runs_with_cpu_offload,
     assert_same_prompt_round_trip,
     generate,
@@ -167,16 +169,15 @@ def test_same_prompt_gives_the_vae_round_trip(qwen, small_images):
 
 
 def test_bf16_model_float32_state(small_images):
-    fp32 = QwenImageBackbone(tiny_qwen_image_pipeline(seed=0), max_sequence_length=TEXT_LENGTH)
-    bf16 = QwenImageBackbone(tiny_qwen_image_pipeline(seed=0).to(torch.bfloat16), max_sequence_length=TEXT_LENGTH)
     conditions = [Condition("a cat", guidance=1.0), Condition("a dog", guidance=2.0)]
-    x = _state(2, 1)
-    u = bf16.predict(x, 0.6, bf16.encode_conditions(conditions))
-    assert u.dtype == torch.float32
-    reference = fp32.predict(x, 0.6, fp32.encode_conditions(conditions))
-    assert (u - reference).norm() / reference.norm() < 0.05
-    latents = bf16.encode_images(small_images, generator=torch.Generator().manual_seed(0))
-    assert latents.dtype == torch.float32 and bf16.decode_latents(latents).dtype == torch.float32
+    assert_bf16_model_float32_state(
+        lambda: tiny_qwen_image_pipeline(seed=0),
+        lambda pipe: QwenImageBackbone(pipe, max_sequence_length=TEXT_LENGTH),
+        conditions,
+        _state(2, 1),
+        0.6,
+        small_images,
+    )
 
 
 def test_runs_with_model_cpu_offload(small_images):
@@ -193,12 +194,4 @@ def test_runs_with_model_cpu_offload(small_images):
 
 def test_from_pretrained_loads_a_saved_pipeline(tmp_path):
     pipe = tiny_qwen_image_pipeline(seed=2)
-    pipe.save_pretrained(tmp_path)
-    loaded = QwenImageBackbone.from_pretrained(str(tmp_path), torch_dtype=torch.float32, max_sequence_length=TEXT_LENGTH)
-    from coupled_sde.editing.loading import load_backbone
-
-    assert type(load_backbone(tmp_path, device="cpu", dtype="float32", quiet=True)) is QwenImageBackbone
-    built = QwenImageBackbone(pipe, max_sequence_length=TEXT_LENGTH)
-    x = _state(1, 1)
-    u = loaded.predict(x, 0.5, loaded.encode_conditions([Condition("a cat")]))
-    torch.testing.assert_close(u, built.predict(x, 0.5, built.encode_conditions([Condition("a cat")])))
+    assert_from_pretrained_matches(QwenImageBackbone, pipe, tmp_path, _state(1, 1), 0.5, max_sequence_length=TEXT_LENGTH)

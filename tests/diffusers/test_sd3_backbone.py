@@ -6,6 +6,8 @@ import pytest
 import torch
 from backbone_checks import (
     CallCounter,
+    assert_bf16_model_float32_state,
+    assert_from_pretrained_matches,
     assert_runs_with_cpu_offload,
     assert_same_prompt_round_trip,
     generate,
@@ -157,16 +159,15 @@ def test_flowedit_with_the_sd3_defaults_runs_batched(sd3, small_images):
 
 
 def test_bf16_model_float32_state(small_images):
-    fp32 = StableDiffusion3Backbone(tiny_sd3_pipeline(seed=0), max_sequence_length=T5_LENGTH)
-    bf16 = StableDiffusion3Backbone(tiny_sd3_pipeline(seed=0).to(torch.bfloat16), max_sequence_length=T5_LENGTH)
     conditions = [Condition("a cat", guidance=1.0), Condition("a dog", guidance=2.0)]
-    x = _state(2, 1)
-    u = bf16.predict(x, 0.7, bf16.encode_conditions(conditions))
-    assert u.dtype == torch.float32
-    reference = fp32.predict(x, 0.7, fp32.encode_conditions(conditions))
-    assert (u - reference).norm() / reference.norm() < 0.05
-    latents = bf16.encode_images(small_images, generator=torch.Generator().manual_seed(0))
-    assert latents.dtype == torch.float32 and bf16.decode_latents(latents).dtype == torch.float32
+    assert_bf16_model_float32_state(
+        lambda: tiny_sd3_pipeline(seed=0),
+        lambda pipe: StableDiffusion3Backbone(pipe, max_sequence_length=T5_LENGTH),
+        conditions,
+        _state(2, 1),
+        0.7,
+        small_images,
+    )
 
 
 def test_runs_with_model_cpu_offload(small_images):
@@ -182,16 +183,8 @@ def test_runs_with_model_cpu_offload(small_images):
 
 
 def test_from_pretrained_loads_a_saved_pipeline(tmp_path):
-    pipe = tiny_sd3_pipeline(seed=2)
-    pipe.save_pretrained(tmp_path)
-    loaded = StableDiffusion3Backbone.from_pretrained(str(tmp_path), torch_dtype=torch.float32, max_sequence_length=T5_LENGTH)
-    built = StableDiffusion3Backbone(pipe, max_sequence_length=T5_LENGTH)
-    from coupled_sde.editing.loading import as_backbone, load_backbone
+    from coupled_sde.editing.loading import as_backbone
 
-    assert (
-        type(load_backbone(tmp_path, device="cpu", dtype="float32", quiet=True)) is StableDiffusion3Backbone
-    )  # by model_index.json
+    pipe = tiny_sd3_pipeline(seed=2)
+    assert_from_pretrained_matches(StableDiffusion3Backbone, pipe, tmp_path, _state(1, 1), 0.5, max_sequence_length=T5_LENGTH)
     assert type(as_backbone(pipe)) is StableDiffusion3Backbone  # by pipeline class
-    x = _state(1, 1)
-    u = loaded.predict(x, 0.5, loaded.encode_conditions([Condition("a cat")]))
-    torch.testing.assert_close(u, built.predict(x, 0.5, built.encode_conditions([Condition("a cat")])))

@@ -6,6 +6,8 @@ import pytest
 import torch
 from backbone_checks import (
     CallCounter,
+    assert_bf16_model_float32_state,
+    assert_from_pretrained_matches,
     assert_runs_with_cpu_offload,
     assert_same_prompt_round_trip,
     generate,
@@ -165,16 +167,10 @@ def test_same_prompt_gives_the_vae_round_trip(sdxl, small_images):
 
 
 def test_bf16_model_float32_state(small_images):
-    fp32 = StableDiffusionXLBackbone(tiny_sdxl_pipeline(seed=0))
-    bf16 = StableDiffusionXLBackbone(tiny_sdxl_pipeline(seed=0).to(torch.bfloat16))
     conditions = [Condition("a cat", guidance=1.0), Condition("a dog", guidance=2.0)]
-    x = _state(2, 1)
-    u = bf16.predict(x, 700, bf16.encode_conditions(conditions))
-    assert u.dtype == torch.float32
-    reference = fp32.predict(x, 700, fp32.encode_conditions(conditions))
-    assert (u - reference).norm() / reference.norm() < 0.05
-    latents = bf16.encode_images(small_images, generator=torch.Generator().manual_seed(0))
-    assert latents.dtype == torch.float32 and bf16.decode_latents(latents).dtype == torch.float32
+    assert_bf16_model_float32_state(
+        lambda: tiny_sdxl_pipeline(seed=0), StableDiffusionXLBackbone, conditions, _state(2, 1), 700, small_images
+    )
 
 
 def test_runs_with_model_cpu_offload(small_images):
@@ -185,13 +181,5 @@ def test_runs_with_model_cpu_offload(small_images):
 
 def test_from_pretrained_loads_a_saved_pipeline(tmp_path):
     pipe = tiny_sdxl_pipeline(seed=2, prediction_type="v_prediction")
-    pipe.save_pretrained(tmp_path)
-    loaded = StableDiffusionXLBackbone.from_pretrained(str(tmp_path), torch_dtype=torch.float32)
+    loaded = assert_from_pretrained_matches(StableDiffusionXLBackbone, pipe, tmp_path, _state(1, 1), 10)
     assert loaded.prediction == "v"
-    from coupled_sde.editing.loading import load_backbone
-
-    assert type(load_backbone(tmp_path, device="cpu", dtype="float32", quiet=True)) is StableDiffusionXLBackbone
-    built = StableDiffusionXLBackbone(pipe)
-    x = _state(1, 1)
-    u = loaded.predict(x, 10, loaded.encode_conditions([Condition("a cat")]))
-    torch.testing.assert_close(u, built.predict(x, 10, built.encode_conditions([Condition("a cat")])))

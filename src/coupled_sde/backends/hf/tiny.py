@@ -91,7 +91,9 @@ def _tiny_t5_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def _clip_encoder(tokenizer: CLIPTokenizer, hidden: int = _TEXT_DIM, projection: int | None = None, layers: int = 1) -> torch.nn.Module:
+def _clip_encoder(
+    tokenizer: CLIPTokenizer, hidden: int = _TEXT_DIM, projection: int | None = None, layers: int = 1
+) -> torch.nn.Module:
     """A small CLIP text encoder whose pooled output is read at the tokenizer's EOS token.
 
     ``projection`` given -> ``CLIPTextModelWithProjection`` (SDXL's and SD3's second / both

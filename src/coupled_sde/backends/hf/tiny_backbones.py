@@ -214,7 +214,9 @@ def _flux2_vae(latent_channels: int) -> torch.nn.Module:
     """An ``AutoencoderKLFlux2`` with four levels and random (seeded) batch-norm statistics."""
     from diffusers import AutoencoderKLFlux2
 
-    vae = AutoencoderKLFlux2(**_VAE_LEVELS, latent_channels=latent_channels, use_quant_conv=False, use_post_quant_conv=False).eval()
+    vae = AutoencoderKLFlux2(
+        **_VAE_LEVELS, latent_channels=latent_channels, use_quant_conv=False, use_post_quant_conv=False
+    ).eval()
     # untrained running statistics are 0 / 1; random ones make the normalisation visible to tests
     vae.bn.running_mean.copy_(0.1 * torch.randn_like(vae.bn.running_mean))
     vae.bn.running_var.copy_(0.5 + torch.rand_like(vae.bn.running_var))
