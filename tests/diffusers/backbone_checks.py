@@ -110,3 +110,28 @@ def assert_from_pretrained_matches(cls, pipe, folder, x: torch.Tensor, t, **opti
     u = loaded.predict(x, t, loaded.encode_conditions([Condition("a cat")]))
     torch.testing.assert_close(u, built.predict(x, t, built.encode_conditions([Condition("a cat")])))
     return loaded
+
+
+def gradient_images(height: int, width: int, second) -> torch.Tensor:
+    """Two smooth test images ``(2, 3, height, width)`` in [-1, 1] (``height <= width``): horizontal and
+    vertical ramps, and ``second`` of them (``torch.sin(2 * x)``, ...)."""
+    grid = torch.linspace(-1.0, 1.0, width)
+    first = torch.stack(
+        [grid[None, :].expand(height, width), grid[:height, None].expand(height, width), torch.zeros(height, width)]
+    )
+    return torch.stack([first, second(first)])
+
+
+def pipeline_latents(pipe, latents: torch.Tensor, prompt: str, n_steps: int, height: int, width: int, **options) -> torch.Tensor:
+    """The pipeline's own sampling loop from ``latents`` (one image per row) to ``output_type="latent"``, on a
+    quiet copy of ``pipe`` (its scheduler is left as it was)."""
+    return quiet_copy(pipe)(
+        prompt=prompt,
+        num_images_per_prompt=latents.shape[0],
+        height=height,
+        width=width,
+        latents=latents,
+        num_inference_steps=n_steps,
+        output_type="latent",
+        **options,
+    ).images

@@ -11,6 +11,8 @@ from backbone_checks import (
     assert_runs_with_cpu_offload,
     assert_same_prompt_round_trip,
     generate,
+    gradient_images,
+    pipeline_latents,
     quiet_copy,
     relative_error,
 )
@@ -46,9 +48,7 @@ def klein_base():
 
 @pytest.fixture()
 def small_images():
-    grid = torch.linspace(-1.0, 1.0, 48)
-    first = torch.stack([grid[None, :].expand(32, 48), grid[:32, None].expand(32, 48), torch.zeros(32, 48)])
-    return torch.stack([first, torch.sin(2 * first)])
+    return gradient_images(32, 48, lambda first: torch.sin(2 * first))
 
 
 def _state(members: int, batch: int, seed: int = 0) -> torch.Tensor:
@@ -153,18 +153,9 @@ def test_dev_generation_matches_the_pipelines_own_loop(flux2):
     n_steps = 4
     x_T = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(5))
     ours, _ = generate(flux2, x_T, Condition("a photo of a cat", guidance=3.0), n_steps)
-    pipe = quiet_copy(flux2.pipe)
-    tokens = pipe(
-        prompt="a photo of a cat",
-        num_images_per_prompt=2,
-        height=32,
-        width=48,
-        latents=x_T,
-        num_inference_steps=n_steps,
-        guidance_scale=3.0,
-        output_type="latent",
-        max_sequence_length=TEXT_LENGTH,
-    ).images  # packed tokens (B, h w, 4C)
+    tokens = pipeline_latents(
+        flux2.pipe, x_T, "a photo of a cat", n_steps, 32, 48, guidance_scale=3.0, max_sequence_length=TEXT_LENGTH
+    )  # packed tokens (B, h w, 4C)
     reference = tokens.permute(0, 2, 1).reshape(x_T.shape)
     assert relative_error(ours, reference) < 1e-5, relative_error(ours, reference)
 
@@ -176,18 +167,9 @@ def test_klein_generation_matches_the_pipelines_own_loop(request, which, guidanc
     n_steps = 4
     x_T = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(6))
     ours, _ = generate(backbone, x_T, Condition("a photo of a cat", guidance=guidance), n_steps)
-    pipe = quiet_copy(backbone.pipe)
-    reference = pipe(
-        prompt="a photo of a cat",
-        num_images_per_prompt=2,
-        height=32,
-        width=48,
-        latents=x_T,
-        num_inference_steps=n_steps,
-        guidance_scale=guidance,
-        output_type="latent",
-        max_sequence_length=TEXT_LENGTH,
-    ).images
+    reference = pipeline_latents(
+        backbone.pipe, x_T, "a photo of a cat", n_steps, 32, 48, guidance_scale=guidance, max_sequence_length=TEXT_LENGTH
+    )
     mean, std = backbone._batch_norm(ours.device)
     ours_z = unpatchify(ours * std + mean)
     assert relative_error(ours_z, reference) < 1e-5, relative_error(ours_z, reference)

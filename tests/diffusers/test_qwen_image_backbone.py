@@ -11,6 +11,8 @@ from backbone_checks import (
     assert_runs_with_cpu_offload,
     assert_same_prompt_round_trip,
     generate,
+    gradient_images,
+    pipeline_latents,
     quiet_copy,
     relative_error,
 )
@@ -36,9 +38,7 @@ def qwen(qwen_pipe):
 
 @pytest.fixture()
 def small_images():
-    grid = torch.linspace(-1.0, 1.0, 48)
-    first = torch.stack([grid[None, :].expand(32, 48), grid[:32, None].expand(32, 48), torch.zeros(32, 48)])
-    return torch.stack([first, torch.sin(2 * first)])
+    return gradient_images(32, 48, lambda first: torch.sin(2 * first))
 
 
 def _state(members: int, batch: int, seed: int = 0) -> torch.Tensor:
@@ -135,19 +135,17 @@ def test_generation_matches_the_pipelines_own_loop(qwen, guidance):
     ours, _ = generate(
         qwen, x_T, Condition("a photo of a cat", guidance=guidance, negative_prompt=" " if guidance > 1 else None), n_steps
     )
-    pipe = quiet_copy(qwen.pipe)
-    tokens = pipe(
-        prompt="a photo of a cat",
+    tokens = pipeline_latents(
+        qwen.pipe,
+        pack_latents(x_T),
+        "a photo of a cat",
+        n_steps,
+        32,
+        48,
         negative_prompt=" " if guidance > 1 else None,
         true_cfg_scale=guidance,
-        num_images_per_prompt=2,
-        height=32,
-        width=48,
-        latents=pack_latents(x_T),
-        num_inference_steps=n_steps,
-        output_type="latent",
         max_sequence_length=TEXT_LENGTH,
-    ).images
+    )
     reference = unpack_latents(tokens, *LATENT[1:])
     assert relative_error(ours, reference) < 1e-5, relative_error(ours, reference)
 

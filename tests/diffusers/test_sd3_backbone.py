@@ -11,6 +11,8 @@ from backbone_checks import (
     assert_runs_with_cpu_offload,
     assert_same_prompt_round_trip,
     generate,
+    gradient_images,
+    pipeline_latents,
     quiet_copy,
     relative_error,
 )
@@ -37,9 +39,7 @@ def sd3(sd3_pipe):
 
 @pytest.fixture()
 def small_images():
-    grid = torch.linspace(-1.0, 1.0, 32)
-    first = torch.stack([grid[None, :].expand(32, 32), grid[:, None].expand(32, 32), torch.zeros(32, 32)])
-    return torch.stack([first, torch.sin(3 * first)])
+    return gradient_images(32, 32, lambda first: torch.sin(3 * first))
 
 
 def _state(members: int, batch: int, seed: int = 0) -> torch.Tensor:
@@ -128,18 +128,9 @@ def test_generation_matches_the_pipelines_own_loop(sd3, sd3_pipe, guidance):
     n_steps = 4
     x_T = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(11))
     ours, _ = generate(sd3, x_T, Condition("a photo of a cat", guidance=guidance), n_steps)
-    pipe = quiet_copy(sd3_pipe)
-    reference = pipe(
-        prompt="a photo of a cat",
-        num_images_per_prompt=2,
-        height=32,
-        width=32,
-        latents=x_T,
-        num_inference_steps=n_steps,
-        guidance_scale=guidance,
-        output_type="latent",
-        max_sequence_length=T5_LENGTH,
-    ).images
+    reference = pipeline_latents(
+        sd3_pipe, x_T, "a photo of a cat", n_steps, 32, 32, guidance_scale=guidance, max_sequence_length=T5_LENGTH
+    )
     assert relative_error(ours, reference) < 1e-5, relative_error(ours, reference)
 
 

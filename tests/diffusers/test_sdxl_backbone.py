@@ -11,7 +11,8 @@ from backbone_checks import (
     assert_runs_with_cpu_offload,
     assert_same_prompt_round_trip,
     generate,
-    quiet_copy,
+    gradient_images,
+    pipeline_latents,
     relative_error,
 )
 
@@ -39,9 +40,7 @@ def sdxl_v():
 
 @pytest.fixture()
 def small_images():
-    grid = torch.linspace(-1.0, 1.0, 48)
-    first = torch.stack([grid[None, :].expand(32, 48), grid[:32, None].expand(32, 48), torch.zeros(32, 48)])
-    return torch.stack([first, torch.cos(2 * first)])
+    return gradient_images(32, 48, lambda first: torch.cos(2 * first))
 
 
 def _state(members: int, batch: int, seed: int = 0) -> torch.Tensor:
@@ -123,17 +122,7 @@ def test_generation_matches_the_pipelines_ddim_loop(request, which, guidance):
     n_steps = 4
     x_T = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(4))
     ours, _ = generate(backbone, x_T, Condition("a photo of a cat", guidance=guidance), n_steps)
-    pipe = quiet_copy(backbone.pipe)
-    reference = pipe(
-        prompt="a photo of a cat",
-        num_images_per_prompt=2,
-        height=32,
-        width=48,
-        latents=x_T,
-        num_inference_steps=n_steps,
-        guidance_scale=guidance,
-        output_type="latent",
-    ).images
+    reference = pipeline_latents(backbone.pipe, x_T, "a photo of a cat", n_steps, 32, 48, guidance_scale=guidance)
     assert relative_error(ours, reference) < 1e-5, relative_error(ours, reference)
 
 
