@@ -22,7 +22,7 @@ import torch
 from coupled_sde.backends.base import Condition
 from coupled_sde.backends.hf._common import dedupe, prompt_text, warn
 
-__all__ = ["TextRows", "plan_native_cfg", "plan_true_cfg", "reject_true_cfg", "text_rows"]
+__all__ = ["PooledTextConditions", "TextRows", "plan_native_cfg", "plan_true_cfg", "reject_true_cfg", "text_rows"]
 
 #: Guided members: ``{k: (unconditional text, scale)}``, in member order; a ``None`` text is the
 #: zero embedding (SDXL's ``force_zeros_for_empty_prompt``).
@@ -71,6 +71,28 @@ class TextRows:
         """``x`` ``(K, B, ...)`` must have as many members as were encoded."""
         if x.shape[0] != self.members:
             raise ValueError(f"x has {x.shape[0]} members but the conditions were encoded for {self.members}")
+
+
+@dataclass(frozen=True)
+class PooledTextConditions:
+    """Encoded distinct texts with their pooled projections, and the members' rows (SD3, SDXL).
+
+    Attributes:
+        prompt_embeds: the encoders' hidden states of the distinct texts ``(U, L, dim)``, model dtype.
+        pooled_prompt_embeds: their pooled projections ``(U, pooled_dim)``.
+        rows: the members' text rows and their CFG rows (:class:`TextRows`).
+        model_device: where the denoiser's inputs go, looked up once per edit.
+    """
+
+    prompt_embeds: torch.Tensor
+    pooled_prompt_embeds: torch.Tensor
+    rows: TextRows
+    model_device: torch.device | None = None
+
+    @property
+    def members(self) -> int:
+        """K, the number of conditioned members."""
+        return self.rows.members
 
 
 def check_members(conditions: list[Condition]) -> None:

@@ -28,7 +28,6 @@ this schedule) and the pipeline's CFG: an untuned starting point, no published s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,7 +35,7 @@ import torch
 
 from coupled_sde.backends.base import Condition, Prediction, guided_predict
 from coupled_sde.backends.hf._common import execution_device
-from coupled_sde.backends.hf._guided import TextRows, plan_native_cfg, reject_true_cfg, text_rows
+from coupled_sde.backends.hf._guided import PooledTextConditions, plan_native_cfg, reject_true_cfg, text_rows
 from coupled_sde.backends.hf._pipeline import PipelineBackbone
 from coupled_sde.backends.hf.flux import _EXOTIC_SCHEDULER_OPTIONS
 from coupled_sde.backends.registry import register_backbone
@@ -96,26 +95,10 @@ def sd3_sigmas(n_steps: int, image_seq_len: int, scheduler: Any) -> torch.Tensor
     return torch.from_numpy(np.append(sigmas, 0.0)).to(torch.float64)
 
 
-@dataclass(frozen=True)
-class SD3Conditions:
-    """The K members' conditioning, encoded once per edit by :meth:`StableDiffusion3Backbone.encode_conditions`.
-
-    Attributes:
-        prompt_embeds: joint CLIP + T5 embeddings of the distinct texts, ``(U, 77 + T5 length, dim)``.
-        pooled_prompt_embeds: concatenated CLIP projections, ``(U, pooled_dim)``.
-        rows: the members' text rows and their CFG rows (:class:`TextRows`).
-        model_device: where the transformer's inputs go, looked up once per edit.
-    """
-
-    prompt_embeds: torch.Tensor
-    pooled_prompt_embeds: torch.Tensor
-    rows: TextRows
-    model_device: torch.device | None = None
-
-    @property
-    def members(self) -> int:
-        """K, the number of conditioned members."""
-        return self.rows.members
+class SD3Conditions(PooledTextConditions):
+    """The K members' conditioning, encoded once per edit by :meth:`StableDiffusion3Backbone.encode_conditions`:
+    ``prompt_embeds`` are the joint CLIP + T5 embeddings ``(U, 77 + T5 length, dim)``, ``pooled_prompt_embeds``
+    the concatenated CLIP projections ``(U, pooled_dim)``."""
 
 
 @register_backbone

@@ -24,14 +24,13 @@ model output; timestep spacing from the scheduler config (SDXL: "leading", ``ste
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from coupled_sde.backends.base import Condition, Prediction, guided_predict
 from coupled_sde.backends.hf._common import Generators, execution_device, vae_decode, vae_encode
-from coupled_sde.backends.hf._guided import TextRows, plan_native_cfg, reject_true_cfg, text_rows
+from coupled_sde.backends.hf._guided import PooledTextConditions, plan_native_cfg, reject_true_cfg, text_rows
 from coupled_sde.backends.hf._pipeline import PipelineBackbone
 from coupled_sde.backends.registry import register_backbone
 from coupled_sde.schedules import DiscreteVP
@@ -47,27 +46,10 @@ DEFAULT_GUIDANCE = 5.0
 _PREDICTIONS: dict[str, Prediction] = {"epsilon": "epsilon", "v_prediction": "v"}
 
 
-@dataclass(frozen=True)
-class SDXLConditions:
-    """The K members' conditioning, encoded once per edit by :meth:`StableDiffusionXLBackbone.encode_conditions`.
-
-    Attributes:
-        prompt_embeds: concatenated CLIP hidden states of the distinct texts ``(U, 77, 2048)``, UNet
-            dtype; with zero unconditional embeddings, the last row is all zeros.
-        pooled_prompt_embeds: the second encoder's pooled projections ``(U, 1280)``.
-        rows: the members' text rows and their CFG rows (:class:`TextRows`).
-        model_device: where the UNet's inputs go, looked up once per edit.
-    """
-
-    prompt_embeds: torch.Tensor
-    pooled_prompt_embeds: torch.Tensor
-    rows: TextRows
-    model_device: torch.device | None = None
-
-    @property
-    def members(self) -> int:
-        """K, the number of conditioned members."""
-        return self.rows.members
+class SDXLConditions(PooledTextConditions):
+    """The K members' conditioning, encoded once per edit by :meth:`StableDiffusionXLBackbone.encode_conditions`:
+    ``prompt_embeds`` are the concatenated CLIP hidden states ``(U, 77, 2048)`` (with zero unconditional
+    embeddings, the last row is all zeros), ``pooled_prompt_embeds`` the second encoder's projections ``(U, 1280)``."""
 
 
 @register_backbone
