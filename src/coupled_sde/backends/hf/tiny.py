@@ -167,6 +167,19 @@ def _kl_vae(
     ).eval()
 
 
+#: The tiny SD / SDXL UNets' layout: two levels on a 4-channel 8x8 latent, cross attention in the inner one.
+_UNET_LEVELS = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+    "block_out_channels": (16, 32),
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+}
+
+
 def _sd_scheduler(prediction_type: str) -> object:
     """A ``DDIMScheduler`` with SD's (and SDXL's) config: scaled-linear betas 0.00085..0.012,
     ``set_alpha_to_one=False``, ``steps_offset=1``, "leading" spacing; ``"epsilon"`` or ``"v_prediction"``."""
@@ -272,18 +285,7 @@ def tiny_sd_pipeline(seed: int = 0, prediction_type: str = "epsilon") -> StableD
     tokenizer = _tiny_clip_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
-            sample_size=8,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            block_out_channels=(16, 32),
-            layers_per_block=1,
-            norm_num_groups=8,
-            attention_head_dim=8,
-            cross_attention_dim=_TEXT_DIM,
-        ).eval()
+        unet = UNet2DConditionModel(**_UNET_LEVELS, attention_head_dim=8, cross_attention_dim=_TEXT_DIM).eval()
         vae = _kl_vae(4, 0.18215, None, quant_conv=True)
         text_encoder = _clip_encoder(tokenizer)
     return StableDiffusionPipeline(

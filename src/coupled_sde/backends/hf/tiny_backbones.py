@@ -42,6 +42,7 @@ import torch
 from coupled_sde._tiny_text import byte_symbols
 from coupled_sde.backends.hf.tiny import (
     _T5_WORDS,
+    _UNET_LEVELS,
     _VAE_LEVELS,
     _VOCAB_SIZE,
     _clip_encoder,
@@ -136,14 +137,7 @@ def tiny_sdxl_pipeline(seed: int = 0, prediction_type: str = "epsilon") -> Stabl
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
-            sample_size=8,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            block_out_channels=(16, 32),
-            layers_per_block=1,
-            norm_num_groups=8,
+            **_UNET_LEVELS,
             attention_head_dim=(2, 4),
             use_linear_projection=True,
             addition_embed_type="text_time",
