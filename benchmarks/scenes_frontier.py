@@ -59,8 +59,12 @@ def main() -> None:
     if args.variants:
         settings.update(variant_settings(method_parameters("sync-sde"), args.steps, ACTIVE_STEPS))
     t0 = time.perf_counter()
-    rows, kept = run_scene_benchmark(backbone, clf, edits, settings, n_steps=args.steps, seed=args.seed, keep_edits=True, progress=print)
-    print(f"\n{args.n} edits per kind on held-out scenes, {args.steps}-step schedule, seed {args.seed} ({time.perf_counter() - t0:.0f} s)")
+    rows, kept = run_scene_benchmark(
+        backbone, clf, edits, settings, n_steps=args.steps, seed=args.seed, keep_edits=True, progress=print
+    )
+    print(
+        f"\n{args.n} edits per kind on held-out scenes, {args.steps}-step schedule, seed {args.seed} ({time.perf_counter() - t0:.0f} s)"
+    )
     table = summarize_scenes(rows, floors)
     print(table)
     save_scene_rows(rows, out / "results.csv")
@@ -68,7 +72,11 @@ def main() -> None:
     main_rows = [r for r in rows if r.method in method_names()]
     plot_scene_frontier(main_rows, out / "frontier.png", f"{args.n} held-out edits per kind, {args.steps} steps")
     for e in edits:
-        middle = {m: kept[(e.kind, m, json.dumps(ss[len(ss) // 2], sort_keys=True))] for m, ss in settings.items() if m in method_names()}
+        middle = {
+            m: kept[(e.kind, m, json.dumps(ss[len(ss) // 2], sort_keys=True))]
+            for m, ss in settings.items()
+            if m in method_names()
+        }
         plot_scene_edits(e, middle, out / f"edits_{e.kind}.png", title=f"{e.kind} edits (middle setting of each method)")
     if args.variants:
         plot_scene_frontier(rows, out / "frontier_variants.png", "sync-SDE variants against the methods")

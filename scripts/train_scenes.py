@@ -25,7 +25,7 @@ attribute classified by the held-out classifier (per-attribute accuracy).
 
 Usage (needs the ``train`` extra: scikit-image)::
 
-    nice -n 10 python scripts/train_scenes.py --threads 2          # full run, writes the package weights
+    OMP_NUM_THREADS=1 nice -n 10 python scripts/train_scenes.py         # full run, writes the package weights
     python scripts/train_scenes.py --quick --out /tmp/s             # seconds-long smoke run
 """
 
@@ -61,9 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default: the package weights dir)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run; do not ship its weights")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy machine)")
     p.add_argument("--flow-steps", type=int, default=None)
-    p.add_argument("--flow-batch", type=int, default=40)
+    p.add_argument("--flow-batch", type=int, default=32)
     p.add_argument("--flow-lr", type=float, default=2e-3)
     p.add_argument("--channels", type=int, default=32)
     p.add_argument("--channels-low", type=int, default=96)
@@ -120,7 +120,7 @@ def train_classifier(steps: int, seed: int) -> tuple[SceneClassifier, list[float
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps))
     losses = []
     clf.train()
-    for _ in range(steps):
+    for step in range(steps):
         x, y = batch_of_scenes(64, gen)
         x = x + 0.03 * torch.randn(x.shape, generator=gen)  # robustness to the flow's small residual noise
         loss = sum(F.cross_entropy(o, y[:, k], label_smoothing=0.05) for k, o in enumerate(clf(x)))
@@ -128,7 +128,9 @@ def train_classifier(steps: int, seed: int) -> tuple[SceneClassifier, list[float
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
+        if (step + 1) % 100 == 0:
+            print(f"classifier step {step + 1}/{steps}  loss {np.mean(losses[-100:]):.4f}", flush=True)
     return clf.eval(), losses
 
 
@@ -171,7 +173,7 @@ def train_flow(args: argparse.Namespace, steps: int, seed: int) -> tuple[SceneFl
         with torch.no_grad():
             for pe, p in zip(ema.parameters(), net.parameters()):
                 pe.lerp_(p, 1.0 - d)
-        running += float(loss)
+        running += loss.item()
         count += 1
         if (step + 1) % log_every == 0 or step + 1 == steps:
             losses.append(running / count)
@@ -214,8 +216,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     quick = args.quick
-    flow_steps = args.flow_steps if args.flow_steps is not None else (30 if quick else 1500)
-    clf_steps = args.clf_steps if args.clf_steps is not None else (20 if quick else 500)
+    flow_steps = args.flow_steps if args.flow_steps is not None else (30 if quick else 1200)
+    clf_steps = args.clf_steps if args.clf_steps is not None else (20 if quick else 300)
     sample_steps = args.sample_steps if args.sample_steps is not None else (4 if quick else 20)
     per_combo = args.per_combo if args.per_combo is not None else (1 if quick else 4)
     out: Path = args.out

@@ -121,7 +121,7 @@ def test_scaled_settings_stay_distinct_and_valid():
 
     assert scaled_settings(20) == DEFAULT_SETTINGS
     for n in (3, 4, 7, 40):
-        for method, ss in scaled_settings(n).items():
+        for ss in scaled_settings(n).values():
             assert len(ss) == len({tuple(sorted(s.items())) for s in ss})
             for s in ss:
                 assert 1 <= s.get("start", 1) <= n - 1 and 1 <= s.get("n_max", 1) <= n - 1

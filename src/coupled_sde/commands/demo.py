@@ -16,7 +16,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=["scenes", "digits"], default="scenes", help="shipped model (default: scenes)")
     p.add_argument("--out", default="coupled-sde-demo", help="output folder (default: ./coupled-sde-demo)")
     p.add_argument(
-        "--n-edits", type=int, default=None, help="edits (scenes: per kind, default 8, at most 512; digits: default 60, at most 360)"
+        "--n-edits",
+        type=int,
+        default=None,
+        help="edits (scenes: per kind, default 8, at most 512; digits: default 60, at most 360)",
     )
     p.add_argument("--steps", type=int, default=20, help="steps of the full schedule (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of edit i is seed + i (default 0)")
@@ -76,7 +79,9 @@ def _run_scenes(args: argparse.Namespace) -> int:
     rows, kept = run_scene_benchmark(backbone, classifier, edits, settings, n_steps=args.steps, seed=args.seed, keep_edits=True)
     for e, png in zip(edits, paths):
         middle = {m: kept[(e.kind, m, json.dumps(ss[len(ss) // 2], sort_keys=True))] for m, ss in settings.items()}
-        plot_scene_edits(e, middle, png, title=f"{e.kind} edits, middle setting of each method ({args.steps} steps, seed {args.seed})")
+        plot_scene_edits(
+            e, middle, png, title=f"{e.kind} edits, middle setting of each method ({args.steps} steps, seed {args.seed})"
+        )
     plot_scene_frontier(rows, paths[-2], f"{n} held-out edits per kind, {args.steps} steps")
     save_scene_rows(rows, paths[-1])
     floors = {e.kind: real_floor(classifier, e) for e in edits}
@@ -101,6 +106,7 @@ def _run_digits(args: argparse.Namespace) -> int:
         pick_edits,
         plot_edit_grid,
         plot_frontier,
+        reference_digits,
         run_comparison,
         save_rows,
         scaled_settings,
@@ -115,14 +121,19 @@ def _run_digits(args: argparse.Namespace) -> int:
     grid_png, frontier_png, table_csv = claim_outputs(args.out, ["edits.png", "frontier.png", "results.csv"], args.force)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     backbone, classifier = DigitsBackbone(), load_classifier()
-    x, src, tgt = pick_edits(pixels_to_model(images), labels, n, args.seed)
+    pixels = pixels_to_model(images)
+    x, src, tgt = pick_edits(pixels, labels, n, args.seed)
     settings = scaled_settings(args.steps)
-    rows, edits = run_comparison(backbone, classifier, x, src, tgt, settings, n_steps=args.steps, seed=args.seed, keep_edits=True)
+    reference = reference_digits(pixels, labels, tgt, args.seed) if n >= 2 else None
+    rows, edits = run_comparison(
+        backbone, classifier, x, src, tgt, settings, n_steps=args.steps, seed=args.seed, keep_edits=True, reference=reference
+    )
     middle = {m: edits[(m, json.dumps(ss[len(ss) // 2], sort_keys=True))] for m, ss in settings.items()}
     plot_edit_grid(x, middle, tgt, grid_png)
     plot_frontier(rows, frontier_png)
     save_rows(rows, table_csv)
     print(f"Edited {len(x)} held-out digits to other classes ({args.steps}-step schedule, seed {args.seed}).")
     print(summarize(rows))
+    print("FD: Fréchet distance in the classifier's features to held-out digits of the target classes (needs 2+ edits).")
     print(f"\nwrote {grid_png} (middle setting of each method), {frontier_png} and {table_csv}")
     return 0

@@ -14,6 +14,7 @@ import argparse
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("which", choices=["coupling", "convergence", "law"], help="which study")
     p.add_argument("--n", type=int, default=2000, help="law: source samples (default 2000)")
+    p.add_argument("--variants", action="store_true", help="law: also the sync-SDE variants (Heun, couplings, exact path, eta)")
     p.add_argument("--steps", default="7,14,28,56", help="law: comma-separated step counts, multiples of 7 (default 7,14,28,56)")
     p.add_argument("--out", default="coupled-sde-study", help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
@@ -74,7 +75,16 @@ def _run_law(args: argparse.Namespace) -> int:
     if args.n < 10:
         raise ValueError(f"--n must be >= 10, got {args.n}")
     png, csv_path = claim_outputs(args.out, ["law_of_edits.png", "law_of_edits.csv"], args.force)
-    rows, floor = edit_law(step_counts=steps, n=args.n)
+    variants = None
+    if args.variants:
+        from ..studies.scene_editing import method_parameters
+        from ..studies.variants import variant_settings
+
+        variants = {
+            name: {k: v for k, v in ss[0].items() if k != "start"}
+            for name, ss in variant_settings(method_parameters("sync-sde"), 20, [10]).items()
+        }
+    rows, floor = edit_law(step_counts=steps, n=args.n, variants=variants)
     print(f"Editing {args.n} samples of class 0 to class 1 of a 2-D Gaussian mixture with exact velocities, from sigma 0.95.")
     print(law_table(rows, floor))
     save_law_rows(rows, csv_path)

@@ -169,10 +169,45 @@ def law_table(rows: Sequence[LawRow], floor: float | None = None) -> str:
 def save_law_rows(rows: Sequence[LawRow], path: str | Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "n_steps", "mean_x", "mean_y", "var_x", "var_y", "cov_xy", "w2_gaussian", "w2_empirical", "rms", "ot_bound", "rms_over_bound", "model_evaluations"])
+        w.writerow(
+            [
+                "method",
+                "n_steps",
+                "mean_x",
+                "mean_y",
+                "var_x",
+                "var_y",
+                "cov_xy",
+                "w2_gaussian",
+                "w2_empirical",
+                "rms",
+                "ot_bound",
+                "rms_over_bound",
+                "model_evaluations",
+            ]
+        )
         for r in rows:
             w.writerow(
-                [r.method, r.n_steps, *(f"{v:.5f}" for v in (r.mean[0], r.mean[1], r.cov[0][0], r.cov[1][1], r.cov[0][1], r.w2_gaussian, r.w2_empirical, r.rms, r.ot_bound, r.rms_over_bound)), r.model_evaluations]
+                [
+                    r.method,
+                    r.n_steps,
+                    *(
+                        f"{v:.5f}"
+                        for v in (
+                            r.mean[0],
+                            r.mean[1],
+                            r.cov[0][0],
+                            r.cov[1][1],
+                            r.cov[0][1],
+                            r.w2_gaussian,
+                            r.w2_empirical,
+                            r.rms,
+                            r.ot_bound,
+                            r.rms_over_bound,
+                        )
+                    ),
+                    r.model_evaluations,
+                ]
             )
 
 
@@ -190,8 +225,11 @@ def plot_edit_law(rows: Sequence[LawRow], path: str | Path, floor: float | None 
     if floor is not None:
         axes[0].axhline(floor, color="gray", ls=":", label="sampling floor")
     axes[1].axhline(1.0, color="gray", ls=":", label="optimal transport")
+    steps = sorted({r.n_steps for r in rows})
     for ax in axes:
         ax.set_xscale("log", base=2)
+        ax.set_xticks(steps, [str(k) for k in steps])
+        ax.minorticks_off()
         ax.set_xlabel("steps of the full schedule (edits start at sigma = 0.95)")
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("W2(edits, exact target law) (↓ better)")

@@ -209,9 +209,7 @@ def _kw_for(method: str, setting: dict[str, Any], n_steps: int, seeds: list[int]
     return kw
 
 
-def measure(
-    classifier: torch.nn.Module, edits: SceneEdits, out: torch.Tensor
-) -> dict[str, torch.Tensor | float]:
+def measure(classifier: torch.nn.Module, edits: SceneEdits, out: torch.Tensor) -> dict[str, torch.Tensor | float]:
     """Every per-edit measure of ``out`` against ``edits`` (and the Fréchet distance of the batch)."""
     a = EDIT_KINDS.index(edits.kind)
     out = out.clamp(-1, 1)
@@ -275,7 +273,10 @@ def run_scene_benchmark(
                         batch.kind,
                         name,
                         setting,
-                        *(float(torch.tensor(per[k]).nanmean()) for k in ("fidelity", "accuracy", "kept_accuracy", "psnr", "ssim", "feature_distance", "psnr_truth")),
+                        *(
+                            float(torch.tensor(per[k]).nanmean())
+                            for k in ("fidelity", "accuracy", "kept_accuracy", "psnr", "ssim", "feature_distance", "psnr_truth")
+                        ),
                         frechet=float(m["frechet"]),
                         model_evaluations=float(res.model_evaluations),
                         seconds=secs / len(batch),
@@ -355,7 +356,10 @@ def plot_scene_frontier(rows: Sequence[SceneRow], path: str | Path, title: str =
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
     for j, kind in enumerate(kinds):
         for i, (xkey, xlabel) in enumerate(
-            [("feature_distance", "feature distance outside the edit (↓ better)"), ("frechet", "Fréchet distance to real target scenes (↓ better)")]
+            [
+                ("feature_distance", "feature distance outside the edit (↓ better)"),
+                ("frechet", "Fréchet distance to real target scenes (↓ better)"),
+            ]
         ):
             ax = axes[i, j]
             for m in methods:
@@ -373,7 +377,8 @@ def plot_scene_frontier(rows: Sequence[SceneRow], path: str | Path, title: str =
             if i == 0 and j == 0:
                 ax.legend(fontsize=7)
     fig.suptitle(
-        (title + "\n" if title else "") + "labels: start = first step (smaller = stronger); n_max = FlowEdit's active steps (larger = stronger)",
+        (title + "\n" if title else "")
+        + "labels: start = first step (smaller = stronger); n_max = FlowEdit's active steps (larger = stronger)",
         fontsize=8,
     )
     fig.tight_layout()
@@ -392,7 +397,10 @@ def plot_scene_edits(
     n = min(n_show, len(edits))
     panels: list[tuple[str, torch.Tensor, bool]] = [("source", edits.source, False), ("ground truth", edits.truth, False)]
     for name, out in outputs.items():
-        panels += [(name, out, False), (f"|{name} − source|", ((out.clamp(-1, 1) - edits.source) / 2).abs().mean(1, keepdim=True), True)]
+        panels += [
+            (name, out, False),
+            (f"|{name} − source|", ((out.clamp(-1, 1) - edits.source) / 2).abs().mean(1, keepdim=True), True),
+        ]
     fig, axes = plt.subplots(len(panels), n, figsize=(1.05 * n + 2.6, 1.05 * len(panels) + 0.4), squeeze=False)
     image = None
     for r, (name, imgs, is_diff) in enumerate(panels):

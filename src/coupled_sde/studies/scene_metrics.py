@@ -24,7 +24,9 @@ __all__ = ["masked_psnr", "masked_ssim", "masked_feature_distance", "frechet_dis
 def _check(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor | None) -> None:
     if a.shape != b.shape or a.dim() != 4:
         raise ValueError(f"images must be two (N, C, H, W) tensors of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    if keep is not None and (keep.dim() != 4 or keep.shape[0] != a.shape[0] or keep.shape[2:] != a.shape[2:] or keep.shape[1] != 1):
+    if keep is not None and (
+        keep.dim() != 4 or keep.shape[0] != a.shape[0] or keep.shape[2:] != a.shape[2:] or keep.shape[1] != 1
+    ):
         raise ValueError(f"keep mask must be (N, 1, H, W) matching the images, got {tuple(keep.shape)}")
 
 
