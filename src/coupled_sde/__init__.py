@@ -4,17 +4,21 @@ The core is one idea: K stochastic processes stepped in lockstep on one time gri
 evaluated by one batched call, each member's noise derived from one Brownian source through a
 coupling. Samplers, sync-SDE, SDEdit, FlowEdit, ODE inversion and convergence studies are
 configurations of :func:`solve`.
+
+Importing the package loads the core only; the editing layer (and PIL, through it) is imported on
+first use of :func:`edit_image` or :mod:`coupled_sde.editing`.
 """
+
+from typing import Any
 
 from .brownian import BrownianSource, GridBrownian, IntervalBrownian, RecordedBrownian
 from .coupling import Correlated, Coupling, Independent, Reflection, Synchronous
 from .drivers import BrownianDriver, PathDriver
-from .editing.image_api import edit_image
 from .errors import MissingDependencyError, NonFiniteError
 from .grid import TimeGrid
 from .integrators import Euler, EulerMaruyama, Heun, Integrator, Milstein
 from .reversal import ReverseSDE, backward_increments
-from .sde import ODE, SDE, Calculus, CoupledSDE, FunctionSDE, LinearSDE, NoiseType, StackedMembers
+from .sde import ODE, SDE, Calculus, CoupledSDE, FunctionSDE, LinearSDE, NoiseType
 from .solve import Solution, solve
 
 __version__ = "0.1.0"
@@ -46,10 +50,18 @@ __all__ = [
     "ReverseSDE",
     "SDE",
     "Solution",
-    "StackedMembers",
     "Synchronous",
     "TimeGrid",
     "backward_increments",
     "edit_image",
     "solve",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy attributes (PEP 562): the editing facade is imported on first use."""
+    if name == "edit_image":
+        from .editing.api import edit_image
+
+        return edit_image
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
