@@ -17,7 +17,7 @@ X, SRC, TGT = pick_edits(pixels_to_model(IMAGES), LABELS, 20, seed=1)
 
 def test_same_class_returns_the_digit_exactly():
     c = Condition(tuple(SRC.tolist()))
-    out = sync_sde(BB, X, c, c, n_steps=12, start=2, integrator="heun", seed=list(range(20)))
+    out = sync_sde(BB, X, c, c, n_steps=12, start=2, integrator="heun", noise=list(range(20)))
     assert torch.equal(out.latents, X)
 
 
@@ -36,7 +36,7 @@ def test_per_sample_classes_equal_separate_batches():
 
 def test_sync_sde_edits_are_recognised_as_the_target_class():
     out = sync_sde(
-        BB, X, Condition(tuple(SRC.tolist())), Condition(tuple(TGT.tolist())), n_steps=20, start=5, seed=list(range(20))
+        BB, X, Condition(tuple(SRC.tolist())), Condition(tuple(TGT.tolist())), n_steps=20, start=5, noise=list(range(20))
     ).latents
     with torch.no_grad():
         pred = load_classifier()(out.clamp(-1, 1)).argmax(-1)

@@ -87,7 +87,7 @@ def _law_settings(method: str, n_steps: int) -> dict[str, Any] | None:
         return None
     start = n_steps // 7
     if "n_max" in params:
-        return dict(n_max=n_steps - start, source_guidance=None, target_guidance=None)
+        return dict(n_max=n_steps - start)
     if "start" in params:
         return dict(start=start)
     return {}
@@ -132,7 +132,7 @@ def edit_law(
             setting.update(spec)
             res = edit_latents(bb, x0, method, Condition(0), Condition(1), n_steps=k, seed=seed + 1, **setting)
             y = res.latents.double()
-            shown = {kk: v for kk, v in setting.items() if not kk.endswith("_guidance")}
+            shown = dict(setting)
             rows.append(
                 LawRow(
                     name,

@@ -25,7 +25,6 @@ per edit, the axes are:
 from __future__ import annotations
 
 import csv
-import inspect
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -126,40 +125,21 @@ def make_edits(kind: str, n: int, seed: int = 0) -> SceneEdits:
 
 
 def method_names() -> list[str]:
-    """Every editing method of the registry, in its order."""
-    from .. import editing
+    """Every editing method of the registry (:mod:`coupled_sde.editing.registry`), in its order."""
+    from ..editing.registry import method_names as registered
 
-    registry = getattr(editing, "METHODS", None)
-    return list(registry) if registry is not None else []
-
-
-def _method_fn(name: str) -> Callable[..., Any] | None:
-    from .. import editing
-
-    fn = getattr(editing, "METHODS", {}).get(name)
-    return getattr(fn, "fn", fn)
+    return list(registered())
 
 
-def method_parameters(name: str) -> dict[str, inspect.Parameter]:
-    """The keyword parameters a registered method accepts (through a ``**kw`` dispatcher to its module's function)."""
-    import importlib
+def method_parameters(name: str) -> dict[str, Any]:
+    """The settings a registered method declares (settings vocabulary: ``steps``, ``start``, ``n_max``, ``eta``, ...)."""
+    from ..editing.registry import get_method
 
-    fn = _method_fn(name)
-    if fn is None:
-        return {}
-    params = dict(inspect.signature(fn).parameters)
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        stem = name.replace("-", "_")
-        try:
-            inner = getattr(importlib.import_module(f"coupled_sde.editing.{stem}"), stem)
-            params.update(inspect.signature(inner).parameters)
-        except (ImportError, AttributeError):
-            pass
-    return params
+    return dict(get_method(name).settings)
 
 
 def default_settings(name: str, n_steps: int = N_STEPS, active: Sequence[int] = ACTIVE_STEPS) -> list[dict[str, Any]]:
-    """Three strengths of a method by the knob it has: ``start`` (from the noisy end) or FlowEdit's ``n_max``.
+    """Three strengths of a method by its knob: FlowEdit's ``n_max`` where declared, else ``start``.
 
     Both count active steps so that ``start = n_steps - k`` and ``n_max = k`` cost the same calls.
     """
@@ -201,11 +181,8 @@ def _conditions(labels: torch.Tensor, guidance: float) -> Condition:
 def _kw_for(method: str, setting: dict[str, Any], n_steps: int, seeds: list[int]) -> dict[str, Any]:
     kw: dict[str, Any] = dict(n_steps=n_steps, seed=seeds, **setting)
     params = method_parameters(method)
-    for name in ("source_guidance", "target_guidance"):  # methods whose own guidance would override the conditions'
-        if name in params:
-            kw.setdefault(name, None)
-    if "seed" not in params and not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        kw.pop("seed")
+    if "steps" not in params:
+        kw.pop("n_steps")
     return kw
 
 
@@ -390,7 +367,7 @@ def plot_scene_edits(
     edits: SceneEdits, outputs: dict[str, torch.Tensor], path: str | Path, n_show: int = 6, title: str = ""
 ) -> None:
     """Rows: source, ground truth, then per method its edit and ``|edit - source|`` (mean over RGB, on a
-    fixed 0..1 colour scale shown by a colour bar); one column per edit."""
+    fixed 0..0.5 colour scale shown by a colour bar); one column per edit."""
     from .plots import _pyplot
 
     plt = _pyplot()
@@ -407,7 +384,7 @@ def plot_scene_edits(
         for c in range(n):
             ax = axes[r, c]
             if is_diff:
-                image = ax.imshow(imgs[c, 0].numpy(), cmap="magma", vmin=0.0, vmax=1.0)
+                image = ax.imshow(imgs[c, 0].numpy(), cmap="magma", vmin=0.0, vmax=0.5)
             else:
                 ax.imshow(((imgs[c].clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy())
             ax.set_xticks([])
@@ -420,7 +397,7 @@ def plot_scene_edits(
     if image is not None:
         cax = fig.add_axes((0.88, 0.1, 0.02, 0.6))
         cb = fig.colorbar(image, cax=cax)
-        cb.set_label("|edit − source| (RGB mean, image range 0..1)", fontsize=7)
+        cb.set_label("|edit − source|, RGB mean, images on 0..1 (clipped at 0.5)", fontsize=7)
         cb.ax.tick_params(labelsize=6)
     fig.savefig(path, dpi=120)
     plt.close(fig)

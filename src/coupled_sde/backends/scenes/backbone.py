@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ...grid import TimeGrid
-from ..base import Condition
+from ...schedules import RectifiedFlow
+from ..base import Condition, guided_predict
+from ..registry import BackboneInfo, register_backbone
 from .data import COLOURS, SHAPES, SIZE, TEXTURES
 from .network import N_VALUES, NULL_LABELS, SceneFlowNet, load_scene_flow
 
@@ -95,11 +96,21 @@ class _Encoded:
     guided: list[int]
 
 
-class SceneBackbone:
+@register_backbone
+class SceneBackbone(BackboneInfo):
     """The shipped 32x32 RGB rectified-flow scene model (``prediction = "flow"``); images are latents."""
 
+    name = "scenes"
     prediction = "flow"
+    schedule = RectifiedFlow()
     latent_shape = (3, SIZE, SIZE)
+    #: The scene benchmark's middle setting (20 steps, sigma_0 = 0.6, see coupled_sde.studies.scene_editing).
+    defaults = {
+        "sync-sde": {"steps": 20, "start": 8},
+        "sdedit": {"steps": 20, "start": 8},
+        "ode-inversion": {"steps": 20, "start": 8},
+        "flowedit": {"steps": 20, "n_max": 12},
+    }
 
     def __init__(
         self, network: SceneFlowNet | None = None, default_guidance: float = DEFAULT_GUIDANCE, device: str | torch.device = "cpu"
@@ -107,9 +118,6 @@ class SceneBackbone:
         self.network = network if network is not None else load_scene_flow(device)
         self.default_guidance = float(default_guidance)
         self.device = next(self.network.parameters()).device
-
-    def sigmas(self, n_steps: int, latent_shape: tuple[int, ...] | None = None) -> torch.Tensor:
-        return TimeGrid.rectified_flow(n_steps).times
 
     def encode_conditions(self, conditions: list[Condition]) -> _Encoded:
         per = [(_labels(c.prompt), _labels(c.negative_prompt)) for c in conditions]
@@ -135,19 +143,15 @@ class SceneBackbone:
             raise ValueError(f"the scene model takes latents (members, batch, 3, {SIZE}, {SIZE}), got {tuple(x.shape)}")
         if encoded.labels.shape[1] not in (1, B):
             raise ValueError(f"{encoded.labels.shape[1]} per-sample labels were encoded for a batch of {B}")
-        g = encoded.guided
-        inputs = torch.cat([x.reshape(K * B, *self.latent_shape), x[g].reshape(len(g) * B, *self.latent_shape)])
-        labels = torch.cat(
-            [encoded.labels.expand(K, B, 3).reshape(-1, 3), encoded.uncond[g].expand(len(g), B, 3).reshape(-1, 3)]
-        ).to(self.device)
-        sigma = torch.full((inputs.shape[0],), float(t), device=self.device)
-        u = self.network(inputs.to(device=self.device, dtype=torch.float32), sigma, labels).to(x.dtype)
-        out = u[: K * B].reshape(x.shape).clone()
-        if g:
-            u_null = u[K * B :].reshape((len(g),) + tuple(x.shape[1:]))
-            w = encoded.scales[g].to(x).reshape((-1,) + (1,) * (x.dim() - 1))
-            out[g] = u_null + w * (out[g] - u_null)
-        return out
+        labels, uncond = encoded.labels.expand(K, B, 3), encoded.uncond.expand(K, B, 3)
+        sample = torch.arange(B).repeat(K + len(encoded.guided))
+
+        def call(rows: torch.Tensor, member: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+            lab = torch.where(negative[:, None], uncond[member, sample], labels[member, sample]).to(self.device)
+            sigma = torch.full((rows.shape[0],), float(t), device=self.device)
+            return self.network(rows.to(device=self.device, dtype=torch.float32), sigma, lab).to(x.dtype)
+
+        return guided_predict(x, encoded.guided, encoded.scales[encoded.guided], call)
 
     def encode_images(self, images: torch.Tensor, generator: object = None) -> torch.Tensor:
         """Images are the model's space: ``(B, 3, 32, 32)`` in [-1, 1], unchanged (float32)."""
