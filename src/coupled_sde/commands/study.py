@@ -82,7 +82,7 @@ def _run_law(args: argparse.Namespace) -> int:
 
         variants = {
             name: {k: v for k, v in ss[0].items() if k != "start"}
-            for name, ss in variant_settings(method_parameters("sync-sde"), 20, [10]).items()
+            for name, ss in variant_settings(method_parameters("sync-sde"), 20, [10], exact_path=True).items()
         }
     rows, floor = edit_law(step_counts=steps, n=args.n, variants=variants)
     print(f"Editing {args.n} samples of class 0 to class 1 of a 2-D Gaussian mixture with exact velocities, from sigma 0.95.")

@@ -123,6 +123,8 @@ def begin(
         raise ValueError(f"{method.name} does not support masks")
     x = as_latents(x)
     given = {name: options.get(s.keyword) for name, s in method.settings.items() if options.get(s.keyword) is not None}
+    if "eta" in method.settings and eta is not None and "eta" not in options:  # eta is begin's own keyword
+        given["eta"] = eta
     if grid is not None:
         grid = grid if isinstance(grid, TimeGrid) else TimeGrid(grid)
         if given.setdefault("steps", grid.n_steps) != grid.n_steps:
