@@ -52,3 +52,22 @@ def test_study_law_command(tmp_path, capsys):
     for bad in ("5", "7,x", "0"):
         with pytest.raises(ValueError, match="--steps"):
             study.run(p.parse_args(["law", "--out", str(tmp_path / "b"), "--steps", bad, "--force"]))
+
+
+def test_eta_reaches_sync_sde():
+    """The eta-family variant of the law study: eta is passed through to the reverse SDE (eta = 1 the default)."""
+    from coupled_sde.backends.analytic import GaussianMixtureBackbone
+    from coupled_sde.backends.base import Condition
+    from coupled_sde.editing import edit_latents
+    from coupled_sde.studies.edit_law import SHIFT
+
+    gm = law_mixture()
+    bb = GaussianMixtureBackbone(gm, shift=SHIFT)
+    x, _ = gm.sample(40, torch.Generator().manual_seed(0), component=0)
+    runs = {
+        eta: edit_latents(bb, x, "sync-sde", Condition(0), Condition(1), n_steps=14, start=2, seed=1, eta=eta)
+        for eta in (None, 0.0, 1.0)
+    }
+    assert runs[0.0].settings["eta"] == 0.0 and runs[1.0].settings["eta"] == 1.0
+    assert torch.equal(runs[None].latents, runs[1.0].latents)
+    assert (runs[0.0].latents - runs[1.0].latents).abs().max() > 0.1

@@ -55,7 +55,9 @@ def test_masked_measures_ignore_what_is_not_kept():
     assert torch.allclose(masked_feature_distance(clf.feature_maps, e.source, e.source, e.keep), torch.zeros(8), atol=1e-6)
     whole = masked_feature_distance(clf.feature_maps, changed, e.source)
     masked = masked_feature_distance(clf.feature_maps, changed, e.source, e.keep)
-    assert (masked < 0.5 * whole).all()
+    assert torch.allclose(masked, torch.zeros(8), atol=1e-6) and (whole > 0.1).all()
+    inside = torch.where(e.keep, -e.source, e.source)  # now the kept pixels change
+    assert (masked_feature_distance(clf.feature_maps, inside, e.source, e.keep) > 0.01).all()
 
 
 def test_frechet_distance_matches_the_closed_form_and_scipy():

@@ -74,7 +74,7 @@ def test_guided_samples_are_recognised_on_a_small_batch():
     labels = torch.stack([torch.randint(0, k, (48,), generator=g) for k in N_VALUES], 1)
     x = torch.randn(48, 3, 32, 32, generator=g)
     enc = BB.encode_conditions([Condition(tuple(tuple(r) for r in labels.tolist()), 2.0)])
-    sig = BB.sigmas(12)
+    sig = BB.schedule.grid(12, (3, 32, 32)).times
     for i in range(12):
         x = x + (sig[i + 1] - sig[i]).item() * BB.predict(x[None], float(sig[i]), enc)[0]
     with torch.no_grad():

@@ -7,8 +7,9 @@ pixel must survive the edit.
   2004, Gaussian window 7x7, sigma 1.5) averaged over the kept pixels only.
 * :func:`masked_feature_distance`: an LPIPS-style distance (Zhang et al. 2018, without the learned
   channel weights) in the feature maps of the scene classifier: channel vectors normalised to unit
-  length, squared distance per position, averaged over the positions whose whole pixel cell is kept
-  (the mask min-pooled to each map's resolution), then over stages.
+  length, squared distance per position, averaged over positions and stages. With a keep mask both
+  images are first masked alike (the pixels not kept set to 0, mid-gray), as PIE-Bench's background
+  LPIPS does, so whatever happens outside the kept pixels cannot change the distance.
 * :func:`frechet_distance`: the Fréchet distance between Gaussians fitted to two feature sets
   (the FID formula of Heusel et al. 2017, here in the classifier's pooled feature space).
 """
@@ -73,19 +74,17 @@ def masked_feature_distance(
 ) -> torch.Tensor:
     """LPIPS-style distance per image (``(N,)``) in the maps of ``feature_maps(x) -> list[(N, C, h, w)]``."""
     _check(a, b, keep)
+    a, b = a.clamp(-1, 1), b.clamp(-1, 1)
+    if keep is not None:
+        k = keep.to(a.dtype)
+        a, b = a * k, b * k
     with torch.no_grad():
-        fa, fb = feature_maps(a.clamp(-1, 1)), feature_maps(b.clamp(-1, 1))  # type: ignore[operator]
+        fa, fb = feature_maps(a), feature_maps(b)  # type: ignore[operator]
     total = torch.zeros(a.shape[0])
     for ma, mb in zip(fa, fb):
         na = ma / (ma.norm(dim=1, keepdim=True) + 1e-10)
         nb = mb / (mb.norm(dim=1, keepdim=True) + 1e-10)
-        d = (na - nb).pow(2).sum(1, keepdim=True)
-        if keep is None:
-            total += d.mean((1, 2, 3))
-        else:
-            factor = keep.shape[-1] // d.shape[-1]
-            k = -F.max_pool2d(-keep.float(), factor) if factor > 1 else keep.float()
-            total += _mean_over(d, k)
+        total += (na - nb).pow(2).sum(1).mean((1, 2))
     return total / len(fa)
 
 
