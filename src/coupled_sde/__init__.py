@@ -11,12 +11,14 @@ first use of :func:`edit_image` or :mod:`coupled_sde.editing`.
 
 from typing import Any
 
+from .adaptive import PIController
 from .brownian import BrownianSource, GridBrownian, IntervalBrownian, RecordedBrownian
+from .brownian_tree import BrownianTree
 from .coupling import Correlated, Coupling, Independent, Reflection, Synchronous
 from .drivers import BrownianDriver, PathDriver
 from .errors import MissingDependencyError, NonFiniteError
 from .grid import TimeGrid
-from .integrators import Euler, EulerMaruyama, Heun, Integrator, Milstein
+from .integrators import SRA1, Euler, EulerMaruyama, Heun, Integrator, Milstein, ReversibleHeun
 from .reversal import ReverseSDE, backward_increments
 from .sde import ODE, SDE, Calculus, CoupledSDE, FunctionSDE, LinearSDE, NoiseType
 from .solve import Solution, solve
@@ -26,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BrownianDriver",
     "BrownianSource",
+    "BrownianTree",
     "Calculus",
     "Correlated",
     "Coupling",
@@ -45,9 +48,12 @@ __all__ = [
     "NonFiniteError",
     "ODE",
     "PathDriver",
+    "PIController",
     "RecordedBrownian",
     "Reflection",
     "ReverseSDE",
+    "ReversibleHeun",
+    "SRA1",
     "SDE",
     "Solution",
     "Synchronous",
