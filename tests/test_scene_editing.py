@@ -120,3 +120,23 @@ def test_sync_sde_variants_and_dominance():
     report = dominance_report([a, b, R("shape", "x", 1.0, 0.0, 0.0)], ["a", "b"])
     assert "x" in report and "dominates both" in report
     assert "no candidate" in dominance_report([a, b, c], ["a", "b"])
+
+
+def test_scene_demo_writes_its_pictures_and_checks_its_arguments_first(tmp_path, capsys):
+    import argparse
+
+    from coupled_sde.commands import demo
+
+    p = argparse.ArgumentParser()
+    demo.add_arguments(p)
+    for bad in ("0", "513"):
+        with pytest.raises(ValueError, match="--n-edits must be between 1 and 512"):
+            demo.run(p.parse_args(["--out", str(tmp_path / "bad"), "--n-edits", bad]))
+    assert not (tmp_path / "bad").exists()
+    assert demo.run(p.parse_args(["--out", str(tmp_path), "--n-edits", "1", "--steps", "3"])) == 0
+    out = capsys.readouterr().out
+    assert all(m in out for m in method_names()) and "Fréchet floor" in out
+    names = ["edits_shape.png", "edits_colour.png", "edits_texture.png", "frontier.png", "results.csv"]
+    assert all((tmp_path / n).stat().st_size > 0 for n in names)
+    rows = (tmp_path / "results.csv").read_text().splitlines()[1:]
+    assert len(rows) == len(set(r.split(",")[0] + r.split(",")[1] + r.split(",")[2] for r in rows))  # no duplicates at 3 steps

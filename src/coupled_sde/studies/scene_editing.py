@@ -206,7 +206,7 @@ def measure(classifier: torch.nn.Module, edits: SceneEdits, out: torch.Tensor) -
         ssim=masked_ssim(out, edits.source, edits.keep),
         feature_distance=masked_feature_distance(classifier.feature_maps, out, edits.source, edits.keep),
         psnr_truth=masked_psnr(out, edits.truth),
-        frechet=frechet_distance(feats, ref),
+        frechet=frechet_distance(feats, ref) if len(out) >= 2 else float("nan"),  # a covariance needs two edits
     )
 
 
@@ -270,6 +270,8 @@ def run_scene_benchmark(
 
 def real_floor(classifier: torch.nn.Module, edits: SceneEdits, seed: int = 1) -> float:
     """Fréchet distance between the batch's real references and an independent real set of the same labels."""
+    if len(edits) < 2:
+        return float("nan")
     g = torch.Generator().manual_seed(10_000 + seed)
     other = render(sample_params(len(edits), g, "heldout", labels=edits.target_labels))[0]
     with torch.no_grad():
