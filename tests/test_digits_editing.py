@@ -17,7 +17,7 @@ X, SRC, TGT = pick_edits(pixels_to_model(IMAGES), LABELS, 20, seed=1)
 
 def test_same_class_returns_the_digit_exactly():
     c = Condition(tuple(SRC.tolist()))
-    out = sync_sde(BB, X, c, c, n_steps=12, start=2, integrator="heun", seed=list(range(20)))
+    out = sync_sde(BB, X, c, c, n_steps=12, start=2, integrator="heun", noise=list(range(20)))
     assert torch.equal(out.latents, X)
 
 
@@ -36,7 +36,7 @@ def test_per_sample_classes_equal_separate_batches():
 
 def test_sync_sde_edits_are_recognised_as_the_target_class():
     out = sync_sde(
-        BB, X, Condition(tuple(SRC.tolist())), Condition(tuple(TGT.tolist())), n_steps=20, start=5, seed=list(range(20))
+        BB, X, Condition(tuple(SRC.tolist())), Condition(tuple(TGT.tolist())), n_steps=20, start=5, noise=list(range(20))
     ).latents
     with torch.no_grad():
         pred = load_classifier()(out.clamp(-1, 1)).argmax(-1)
@@ -71,7 +71,7 @@ def test_demo_writes_its_files_and_refuses_to_overwrite(tmp_path, capsys):
 
     p = argparse.ArgumentParser()
     demo.add_arguments(p)
-    args = p.parse_args(["--out", str(tmp_path), "--n-edits", "8", "--steps", "8"])
+    args = p.parse_args(["--model", "digits", "--out", str(tmp_path), "--n-edits", "8", "--steps", "8"])
     assert demo.run(args) == 0
     out = capsys.readouterr().out
     assert "sync-sde" in out and "flowedit" in out and "ode-inversion" in out and "sdedit" in out
@@ -80,3 +80,61 @@ def test_demo_writes_its_files_and_refuses_to_overwrite(tmp_path, capsys):
     assert len((tmp_path / "results.csv").read_text().splitlines()) == 1 + 12
     with pytest.raises(FileExistsError, match="--force"):
         demo.run(args)
+
+
+def _demo_args(tmp_path, *extra):
+    from coupled_sde.commands import demo
+
+    p = argparse.ArgumentParser()
+    demo.add_arguments(p)
+    return demo, p.parse_args(["--model", "digits", "--out", str(tmp_path), *extra])
+
+
+def test_demo_refuses_more_edits_than_held_out_digits_at_once(tmp_path):
+    # issue 11: --n-edits 361 used to loop forever in pick_edits
+    demo, args = _demo_args(tmp_path, "--n-edits", "361")
+    with pytest.raises(ValueError, match="between 1 and 360"):
+        demo.run(args)
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="between 1 and 20"):
+        pick_edits(X, SRC, 21)
+
+
+def test_demo_with_one_edit_writes_its_picture(tmp_path, capsys):
+    # issue 11: --n-edits 1 raised IndexError in the edit grid (a 1-column subplot grid is 1-D)
+    demo, args = _demo_args(tmp_path, "--n-edits", "1", "--steps", "6")
+    assert demo.run(args) == 0
+    assert (tmp_path / "edits.png").stat().st_size > 0
+
+
+def test_demo_with_three_steps_prints_no_duplicate_rows(tmp_path, capsys):
+    # issue 11: --steps 3 rounded every setting to the same start and printed duplicate rows
+    demo, args = _demo_args(tmp_path, "--n-edits", "3", "--steps", "3")
+    assert demo.run(args) == 0
+    lines = (tmp_path / "results.csv").read_text().splitlines()[1:]
+    keys = [tuple(line.split(",")[:2]) for line in lines]
+    assert len(keys) == len(set(keys)) and len(keys) >= 4
+
+
+def test_scaled_settings_stay_distinct_and_valid():
+    from coupled_sde.studies.digits_editing import DEFAULT_SETTINGS, scaled_settings
+
+    assert scaled_settings(20) == DEFAULT_SETTINGS
+    for n in (3, 4, 7, 40):
+        for ss in scaled_settings(n).values():
+            assert len(ss) == len({tuple(sorted(s.items())) for s in ss})
+            for s in ss:
+                assert 1 <= s.get("start", 1) <= n - 1 and 1 <= s.get("n_max", 1) <= n - 1
+
+
+def test_frechet_distance_on_digits_ranks_real_digits_first():
+    from coupled_sde.studies.digits_editing import digit_features, reference_digits
+    from coupled_sde.studies.scene_metrics import frechet_distance
+
+    clf = load_classifier()
+    pixels = pixels_to_model(IMAGES)
+    ref = digit_features(clf, reference_digits(pixels, LABELS, TGT, 0))
+    real = frechet_distance(digit_features(clf, reference_digits(pixels, LABELS, TGT, 1)), ref)
+    noisy = frechet_distance(digit_features(clf, reference_digits(pixels, LABELS, TGT, 1) + 0.6 * torch.randn(20, 1, 8, 8)), ref)
+    wrong = frechet_distance(digit_features(clf, X), ref)  # the sources: other classes
+    assert real < noisy and real < wrong

@@ -8,8 +8,8 @@ import sys
 
 #: subcommand -> module in coupled_sde.commands exposing ``add_arguments(parser)`` and ``run(args) -> int``.
 COMMANDS = {
-    "demo": ("demo", "edit held-out digits with sync-SDE and every baseline on the shipped model (no downloads)"),
-    "study": ("study", "closed-form studies: coupled Gaussian-mixture paths, convergence orders"),
+    "demo": ("demo", "edit shipped-model scenes (or --model digits) with sync-SDE and every baseline, offline"),
+    "study": ("study", "closed-form studies: coupled Gaussian-mixture paths, convergence orders, the law of edits"),
     "edit": ("edit", "edit an image with FLUX.1 / Stable Diffusion (needs the 'diffusers' extra)"),
     "run": ("dataset", "edit a dataset of (image, source prompt, target prompt) triplets, resumable, with metrics"),
     "app": ("app", "a web app to edit images interactively (needs the 'app' extra: Gradio)"),

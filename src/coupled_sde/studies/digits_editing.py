@@ -3,7 +3,10 @@
 Each source digit gets a target class; every method runs at a few hyperparameter settings with the
 *same* per-edit seed, so methods are compared on equal terms. Fidelity is the shipped classifier's
 probability of the target class (higher is better); preservation is the L1 / L2 distance to the
-source in pixel units 0..16 (lower is better). This is what ``coupled-sde demo`` shows and what
+source in pixel units 0..16 (lower is better); realism is the Fréchet distance, in the classifier's
+features, between the edits and held-out digits of the edits' target classes (lower is better: an
+edit can sit close to its source and be recognised as the target and still not look like the target
+class's digits). This is what ``coupled-sde demo --model digits`` shows and what
 ``benchmarks/digits_frontier.py`` runs at scale.
 """
 
@@ -24,6 +27,9 @@ from ..editing import edit_latents
 __all__ = [
     "DEFAULT_SETTINGS",
     "EditRow",
+    "scaled_settings",
+    "digit_features",
+    "reference_digits",
     "pick_edits",
     "run_comparison",
     "summarize",
@@ -57,6 +63,7 @@ class EditRow:
     model_evaluations: int
     seconds: float
     n_edits: int
+    frechet: float = float("nan")
     per_edit: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
     @property
@@ -68,6 +75,8 @@ def pick_edits(
     images: torch.Tensor, labels: torch.Tensor, n: int, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n`` held-out digits (balanced over classes) and a target class != source class for each."""
+    if not 1 <= n <= len(labels):
+        raise ValueError(f"can pick between 1 and {len(labels)} held-out digits, got n={n}")
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(labels), generator=g)
     by_class: dict[int, list[int]] = {c: [] for c in range(10)}
@@ -82,6 +91,49 @@ def pick_edits(
     src = labels[idx]
     tgt = (src + torch.randint(1, 10, (n,), generator=g)) % 10
     return images[idx], src, tgt
+
+
+def scaled_settings(n_steps: int, settings: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """:data:`DEFAULT_SETTINGS` (defined on 20 steps) rescaled to ``n_steps``, duplicates dropped.
+
+    ``start`` and ``n_max`` are rescaled through the number of *active* steps (``20 - start`` and
+    ``n_max``), each kept in ``1..n_steps - 1`` (a start of 0 is sigma = 1, where the SDE is singular),
+    so a short schedule gives fewer, distinct settings instead of repeated rows.
+    """
+    if n_steps < 2:
+        raise ValueError(f"need at least 2 steps, got {n_steps}")
+    out: dict[str, list[dict[str, Any]]] = {}
+    for method, ss in (settings or DEFAULT_SETTINGS).items():
+        scaled = []
+        for s in ss:
+            new = dict(s)
+            if "start" in s:
+                active = min(n_steps - 1, max(1, round((20 - s["start"]) * n_steps / 20)))
+                new["start"] = n_steps - active
+            if "n_max" in s:
+                new["n_max"] = min(n_steps - 1, max(1, round(s["n_max"] * n_steps / 20)))
+            if new not in scaled:
+                scaled.append(new)
+        out[method] = scaled
+    return out
+
+
+def digit_features(classifier: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The classifier's penultimate features (its conv trunk, flattened): the space of the Fréchet distance."""
+    with torch.no_grad():
+        return classifier.features(x.clamp(-1, 1)).flatten(1)
+
+
+def reference_digits(
+    images: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor, seed: int = 0, exclude: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One held-out digit of each requested class (drawn with replacement from that class, from ``seed``)."""
+    g = torch.Generator().manual_seed(10_007 + seed)
+    out = []
+    for c in classes.tolist():
+        pool = (labels == c).nonzero()[:, 0]
+        out.append(images[pool[torch.randint(0, len(pool), (1,), generator=g)]])
+    return torch.cat(out)
 
 
 def _to_pixels(x: torch.Tensor) -> torch.Tensor:
@@ -101,9 +153,17 @@ def run_comparison(
     target_guidance: float = TARGET_GUIDANCE,
     seed: int = 0,
     keep_edits: bool = False,
+    reference: torch.Tensor | None = None,
 ) -> tuple[list[EditRow], dict[tuple[str, str], torch.Tensor]]:
-    """Run every method and setting on every (source, target) pair; per-edit seeds ``seed + i``."""
+    """Run every method and setting on every (source, target) pair; per-edit seeds ``seed + i``.
+
+    ``reference``: real digits with the target classes (e.g. :func:`reference_digits`); when given,
+    each row carries the Fréchet distance of its edits to them in the classifier's features.
+    """
+    from .scene_metrics import frechet_distance
+
     settings = settings or DEFAULT_SETTINGS
+    ref_features = digit_features(classifier, reference) if reference is not None else None
     seeds = [seed + i for i in range(len(x_src))]
     rows, edits = [], {}
     # One batch per method and setting: the digits backbone takes one class per sample.
@@ -118,6 +178,7 @@ def run_comparison(
                 prob = torch.softmax(classifier(out.clamp(-1, 1)), -1).gather(1, tgt_labels[:, None])[:, 0]
             d = _to_pixels(out) - _to_pixels(x_src)
             l1, l2 = d.abs().mean(1), d.pow(2).mean(1).sqrt()
+            fd = frechet_distance(digit_features(classifier, out), ref_features) if ref_features is not None else float("nan")
             rows.append(
                 EditRow(
                     method,
@@ -128,6 +189,7 @@ def run_comparison(
                     evals,
                     secs,
                     len(x_src),
+                    fd,
                     dict(fidelity=prob.tolist(), l1=l1.tolist(), l2=l2.tolist()),
                 )
             )
@@ -138,12 +200,12 @@ def run_comparison(
 
 def summarize(rows: Sequence[EditRow]) -> str:
     """A plain-text table: one line per method and setting."""
-    head = f"{'method':<15}{'setting':<14}{'fidelity ↑':>11}{'L1 ↓':>8}{'L2 ↓':>8}{'evals/edit':>12}{'s/edit':>9}"
+    head = f"{'method':<15}{'setting':<14}{'fidelity ↑':>11}{'L1 ↓':>8}{'L2 ↓':>8}{'FD ↓':>8}{'evals/edit':>12}{'s/edit':>9}"
     lines = [head, "-" * len(head)]
     for r in rows:
         setting = ",".join(f"{k}={v}" for k, v in r.setting.items())
         lines.append(
-            f"{r.method:<15}{setting:<14}{r.fidelity:>11.3f}{r.l1:>8.3f}{r.l2:>8.3f}{r.model_evaluations / r.n_edits:>12.1f}{r.seconds / r.n_edits:>9.4f}"
+            f"{r.method:<15}{setting:<14}{r.fidelity:>11.3f}{r.l1:>8.3f}{r.l2:>8.3f}{r.frechet:>8.2f}{r.model_evaluations / r.n_edits:>12.1f}{r.seconds / r.n_edits:>9.4f}"
         )
     return "\n".join(lines)
 
@@ -151,7 +213,7 @@ def summarize(rows: Sequence[EditRow]) -> str:
 def save_rows(rows: Sequence[EditRow], path: str | Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "setting", "fidelity", "l1", "l2", "model_evaluations_per_edit", "seconds_per_edit", "n_edits"])
+        w.writerow(["method", "setting", "fidelity", "l1", "l2", "frechet", "model_evaluations_per_edit", "seconds_per_edit", "n_edits"])
         for r in rows:
             w.writerow(
                 [
@@ -160,6 +222,7 @@ def save_rows(rows: Sequence[EditRow], path: str | Path) -> None:
                     f"{r.fidelity:.5f}",
                     f"{r.l1:.5f}",
                     f"{r.l2:.5f}",
+                    f"{r.frechet:.5f}",
                     r.model_evaluations / r.n_edits,
                     f"{r.seconds / r.n_edits:.6f}",
                     r.n_edits,
@@ -179,14 +242,21 @@ def plot_frontier(rows: Sequence[EditRow], path: str | Path, distance: str = "l2
         ax.plot(xs, ys, "o-", label=method)
         for r, x, y in zip(rs, xs, ys):
             ax.annotate(
-                ",".join(f"{v}" for v in r.setting.values()), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                ",".join(f"{k}={v}" for k, v in r.setting.items()), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points"
             )
     ax.set_xlabel(f"{distance.upper()} distance to the source (pixels 0..16, lower is better)")
     ax.set_ylabel("classifier P(target class) (higher is better)")
-    ax.set_title("Editing held-out digits: fidelity vs preservation")
+    ax.set_title("Editing held-out digits: fidelity vs preservation", fontsize=10)
+    fig.text(
+        0.01,
+        0.005,
+        "start = first step of the schedule (smaller = edit from more noise = stronger); "
+        "n_max = FlowEdit's active steps (larger = stronger)",
+        fontsize=6,
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=130)
     plt.close(fig)
 
@@ -194,25 +264,35 @@ def plot_frontier(rows: Sequence[EditRow], path: str | Path, distance: str = "l2
 def plot_edit_grid(
     x_src: torch.Tensor, edits: dict[str, torch.Tensor], tgt_labels: torch.Tensor, path: str | Path, n_show: int = 10
 ) -> None:
-    """Rows: source, then per method its edit and |edit - source|; one column per edit."""
+    """Rows: source, then per method its edit and |edit - source| (pixels 0..16, on a colour bar);
+    one column per edit (any number, even one)."""
     from .plots import _pyplot
 
     plt = _pyplot()
     n = min(n_show, len(x_src))
-    rows = [("source", x_src)]
+    rows = [("source", x_src, False)]
     for name, out in edits.items():
-        rows += [(name, out), (f"|{name} - source|", (out - x_src).abs() - 1.0)]
-    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.8, len(rows) * 0.85))
-    for r, (name, imgs) in enumerate(rows):
+        rows += [(name, out, False), (f"|{name} − source|", (out.clamp(-1, 1) - x_src).abs() * 8.0, True)]
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.8 + 2.4, len(rows) * 0.85 + 0.3), squeeze=False)
+    image = None
+    for r, (name, imgs, is_diff) in enumerate(rows):
         for c in range(n):
             ax = axes[r, c]
-            ax.imshow(imgs[c, 0].clamp(-1, 1).cpu().numpy(), cmap="gray_r" if "|" not in name else "magma", vmin=-1, vmax=1)
+            if is_diff:
+                image = ax.imshow(imgs[c, 0].cpu().numpy(), cmap="magma", vmin=0, vmax=16)
+            else:
+                ax.imshow(imgs[c, 0].clamp(-1, 1).cpu().numpy(), cmap="gray_r", vmin=-1, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
                 ax.set_ylabel(name, fontsize=6, rotation=0, ha="right", va="center")
             if r == 0:
                 ax.set_title(f"→ {int(tgt_labels[c])}", fontsize=7)
-    fig.tight_layout(pad=0.2)
+    fig.subplots_adjust(left=1.6 / (n * 0.8 + 2.4), right=1 - 0.8 / (n * 0.8 + 2.4), top=0.96, bottom=0.02, wspace=0.05, hspace=0.1)
+    if image is not None:
+        cax = fig.add_axes((1 - 0.6 / (n * 0.8 + 2.4), 0.15, 0.12 / (n * 0.8 + 2.4), 0.6))
+        cb = fig.colorbar(image, cax=cax)
+        cb.set_label("|edit − source| (pixels 0..16)", fontsize=6)
+        cb.ax.tick_params(labelsize=5)
     fig.savefig(path, dpi=130)
     plt.close(fig)

@@ -81,6 +81,8 @@ def plot_coupled_paths(study: dict, path: str | Path, n_paths: int = 12) -> None
             ax.plot(ys[:, 1, i, 0], ys[:, 1, i, 1], color="tab:red", alpha=0.6, lw=0.8)
             ax.plot([ys[-1, 0, i, 0], ys[-1, 1, i, 0]], [ys[-1, 0, i, 1], ys[-1, 1, i, 1]], color="gray", lw=0.5, ls=":")
         ax.set_title(f"{name}: corr(source, edit) = {run['corr']:.2f}", fontsize=9)
+        ax.set_xlabel("x₁ (first coordinate)")
+        ax.set_ylabel("x₂ (second coordinate)")
         ax.set_aspect("equal")
     sig = study["grid"].tolist()
     for name, run in runs.items():
