@@ -135,3 +135,19 @@ def test_app_command_checks_before_loading(monkeypatch, capsys, tmp_path):
     assert "--port" in capsys.readouterr().err
     assert cli.main(["app", "--model", str(tmp_path / "missing")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_the_scene_model_edits_like_the_library():
+    if "scenes" not in app_models():
+        pytest.skip("no shipped scene model")
+    from coupled_sde.app.models import scenes_to_input, scenes_to_picture
+    from coupled_sde.editing.api import edit_tensor
+
+    scenes = app_model("scenes")
+    picture, source, target = scenes.examples[0]
+    assert source in scenes.conditions and target in scenes.conditions and source != target
+    x = scenes_to_input(picture)
+    assert x.shape == (1, 3, 32, 32) and scenes_to_picture(x).tobytes() == picture.tobytes()
+    edit = run_edit(scenes, picture, source, target, "sync-sde", seed=2)
+    direct = edit_tensor(scenes.backbone, x, source, target, "sync-sde", seed=2)
+    assert edit.picture.tobytes() == scenes_to_picture(direct.images).tobytes() and edit.model_calls == direct.model_calls

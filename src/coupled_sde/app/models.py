@@ -153,6 +153,61 @@ def _digits() -> AppModel:
     )
 
 
+# -- the shipped scene model -------------------------------------------------------------------
+
+#: Side of the scene pictures shown in the app (32x32 pixels, each a SCENE_SCALE-pixel square).
+SCENE_SCALE = 8
+
+
+def scenes_to_input(picture: Image.Image) -> torch.Tensor:
+    """A picture as the scene model's ``(1, 3, 32, 32)`` in [-1, 1] (box-averaged down to 32x32)."""
+    from ..backends.scenes import SIZE
+    from ..io import load_image
+
+    return load_image(_flatten(picture).convert("RGB").resize((SIZE, SIZE), Image.Resampling.BOX))
+
+
+def scenes_to_picture(x: torch.Tensor) -> Image.Image:
+    """A ``(1, 3, 32, 32)`` scene, each pixel a SCENE_SCALE-pixel square."""
+    from ..io import to_pil
+
+    small = to_pil(x.detach().float().cpu())
+    return small.resize((small.width * SCENE_SCALE, small.height * SCENE_SCALE), Image.Resampling.NEAREST)
+
+
+def _register_scenes() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("coupled_sde.backends.scenes") is None:
+        return
+
+    @register_app_model("scenes")
+    def _scenes() -> AppModel:
+        from ..backends.scenes import COLOURS, SHAPES, TEXTURES, SceneBackbone, render, sample_params
+
+        params = sample_params(4, torch.Generator().manual_seed(0), split="heldout")
+        images, _ = render(params)
+        examples = []
+        for i in range(4):
+            shape, colour, texture = SHAPES[int(params.shape[i])], COLOURS[int(params.colour[i])], TEXTURES[int(params.texture[i])]
+            other = COLOURS[(int(params.colour[i]) + 1) % len(COLOURS)]
+            examples.append((scenes_to_picture(images[i : i + 1]), f"{colour} {shape} on {texture}", f"{other} {shape} on {texture}"))
+        return AppModel(
+            name="scenes",
+            title="the shipped 32x32 scene model (a coloured shape over a texture)",
+            load=SceneBackbone,
+            to_input=scenes_to_input,
+            to_picture=scenes_to_picture,
+            conditions=tuple(f"{c} {s} on {t}" for s in SHAPES for c in COLOURS for t in TEXTURES),
+            condition=str,
+            examples=examples,
+            note="Prompts name a colour, a shape and a texture. Pictures are reduced to 32x32 pixels.",
+        )
+
+
+_register_scenes()
+
+
 # -- diffusers models (FLUX.1, Stable Diffusion, ...) -----------------------------------------
 
 

@@ -118,9 +118,9 @@ def edit_tensor(
     resolved = resolve_settings(backbone, method, settings)
     source, target, kwargs = split_settings(method, resolved, source_prompt, target_prompt)
     height, width = int(image.shape[-2]), int(image.shape[-1])
-    if hasattr(backbone, "latent_shape"):
+    if callable(getattr(backbone, "latent_shape", None)):
         _, h, w = backbone.latent_shape(height, width)  # ValueError naming the nearest valid size
-    else:  # backbones whose images are their latents (the shipped digits model)
+    else:  # backbones whose images are their latents (the shipped digits and scene models)
         h, w = height, width
     if mask is not None:
         kwargs["mask"] = load_mask(mask, (h, w), source_size=(height, width), threshold=None)
