@@ -2,10 +2,12 @@
 
 from .base import Integrator, IntegratorInfo
 from .euler_maruyama import Euler, EulerMaruyama
+from .fireflow import FireFlow
 from .heun import Heun
 from .milstein import Milstein
+from .rf_solver import RFSolver
 
-__all__ = ["Integrator", "IntegratorInfo", "Euler", "EulerMaruyama", "Heun", "Milstein", "resolve_integrator"]
+__all__ = ["Integrator", "IntegratorInfo", "Euler", "EulerMaruyama", "Heun", "Milstein", "RFSolver", "FireFlow", "resolve_integrator"]
 
 
 def resolve_integrator(integrator: Integrator | str | None) -> Integrator:
@@ -15,6 +17,7 @@ def resolve_integrator(integrator: Integrator | str | None) -> Integrator:
     if isinstance(integrator, Integrator):
         return integrator
     names = {"euler": EulerMaruyama, "euler_maruyama": EulerMaruyama, "em": EulerMaruyama, "heun": Heun, "milstein": Milstein}
+    names.update({"rf-solver": RFSolver, "rf_solver": RFSolver, "fireflow": FireFlow})
     try:
         return names[str(integrator).lower()]()
     except KeyError:
