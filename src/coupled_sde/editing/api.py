@@ -17,6 +17,7 @@ from ..backends.base import Condition
 from .common import EditResult, Seeds, derive_seeds
 from .flowedit import flowedit
 from .ode_inversion import ode_inversion
+from .rf_inversion import rf_inversion
 from .sdedit import sdedit
 from .sync_sde import sync_sde
 from .vp_methods import vp_ode_inversion, vp_sdedit, vp_sync_sde
@@ -51,11 +52,18 @@ def _flowedit(backbone: Any, x: torch.Tensor, source: Any, target: Any, *, seed:
     return flowedit(backbone, x, source, target, seed=seed, **kw)
 
 
+def _rf_inversion(backbone: Any, x: torch.Tensor, source: Any, target: Any, **kw: Any) -> EditResult:
+    if _is_vp(backbone):
+        raise ValueError(f"RF-Inversion is defined for rectified-flow backbones (prediction 'flow'); {type(backbone).__name__} is not")
+    return rf_inversion(backbone, x, source, target, **kw)
+
+
 METHODS: dict[str, Callable[..., EditResult]] = {
     "sync-sde": sync_sde,
     "flowedit": _flowedit,
     "sdedit": _sdedit,
     "ode-inversion": _ode_inversion,
+    "rf-inversion": _rf_inversion,
 }
 
 #: The VP-diffusion implementations (``backbone.prediction`` in ``{"epsilon", "v"}``: Stable Diffusion
@@ -65,6 +73,7 @@ VP_METHODS: dict[str, Callable[..., EditResult]] = {
     "flowedit": _flowedit,  # raises a clear error: FlowEdit is defined for flow models
     "sdedit": _sdedit,
     "ode-inversion": _ode_inversion,
+    "rf-inversion": _rf_inversion,
 }
 
 
