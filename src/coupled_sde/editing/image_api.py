@@ -80,6 +80,8 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "flowedit": {"steps": 28, "start": 4, "guidance": 5.5, "source_guidance": 1.5},
         "sdedit": {"steps": 28, "start": 4, "guidance": 1.0},
         "ode-inversion": {"steps": 28, "start": 4, "guidance": 1.0},
+        # RF-Inversion as diffusers' community pipeline runs it: full inversion, guidance 0 / 3.5
+        "rf-inversion": {"steps": 28, "start": 0, "guidance": 3.5, "source_guidance": 0.0},
     },
     "stable-diffusion": {
         "sync-sde": {"steps": 50, "start": 10, "guidance": 7.5},
@@ -98,6 +100,9 @@ SETTING_KEYS: dict[str, frozenset[str]] = {
     ),
     "sdedit": frozenset({"steps", "start", "guidance", "negative_prompt", "true_cfg", "integrator"}),
     "ode-inversion": frozenset({"steps", "start", "guidance", "source_guidance", "negative_prompt", "true_cfg", "integrator"}),
+    "rf-inversion": frozenset(
+        {"steps", "start", "guidance", "source_guidance", "gamma", "eta", "eta_start", "eta_stop", "inversion", "negative_prompt", "true_cfg"}
+    ),
 }
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
