@@ -126,17 +126,3 @@ def test_decreasing_grid_integrates_backwards():
     ode = FunctionSDE(lambda t, y: y, lambda t, y: 0.0, noise_type="additive")
     y = solve(ode, torch.ones(1, 1, dtype=torch.float64), TimeGrid.uniform(1, 0, 1000), "heun", noise=0).y
     assert math.isclose(float(y), math.exp(-1), rel_tol=1e-6)
-
-
-def test_stacked_members_equal_a_plain_sde_followed_by_every_member():
-    from coupled_sde import StackedMembers
-    from coupled_sde.sde import as_coupled
-
-    ou = OrnsteinUhlenbeck(1.2, 0.1, 0.4)
-    y0 = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(1))
-    plain = solve(ou, y0, GRID, "heun", noise=3, coupling="independent").y
-    stacked = solve(StackedMembers(ou, 2), y0, GRID, "heun", noise=3, coupling="independent").y
-    assert torch.allclose(plain, stacked, atol=1e-6)
-    assert as_coupled(ou, 3).n_members == 3
-    with pytest.raises(ValueError, match="members"):
-        as_coupled(StackedMembers(ou, 2), 3)

@@ -6,15 +6,16 @@ coupling. Samplers, sync-SDE, SDEdit, FlowEdit, ODE inversion and convergence st
 configurations of :func:`solve`.
 """
 
+from .adaptive import PIController
 from .brownian import BrownianSource, GridBrownian, IntervalBrownian, RecordedBrownian
 from .coupling import Correlated, Coupling, Independent, Reflection, Synchronous
 from .drivers import BrownianDriver, PathDriver
 from .editing.image_api import edit_image
 from .errors import MissingDependencyError, NonFiniteError
 from .grid import TimeGrid
-from .integrators import Euler, EulerMaruyama, Heun, Integrator, Milstein
+from .integrators import SRA1, Euler, EulerMaruyama, Heun, Integrator, Milstein, ReversibleHeun
 from .reversal import ReverseSDE, backward_increments
-from .sde import ODE, SDE, Calculus, CoupledSDE, FunctionSDE, LinearSDE, NoiseType, StackedMembers
+from .sde import ODE, SDE, Calculus, CoupledSDE, FunctionSDE, LinearSDE, NoiseType
 from .solve import Solution, solve
 
 __version__ = "0.1.0"
@@ -41,12 +42,14 @@ __all__ = [
     "NonFiniteError",
     "ODE",
     "PathDriver",
+    "PIController",
     "RecordedBrownian",
     "Reflection",
     "ReverseSDE",
+    "ReversibleHeun",
+    "SRA1",
     "SDE",
     "Solution",
-    "StackedMembers",
     "Synchronous",
     "TimeGrid",
     "backward_increments",

@@ -139,7 +139,8 @@ def _correlation_factor(c: Tensor) -> Tensor:
 class Reflection(Coupling):
     """Mirror the increment in the direction of the members' separation (members k >= 1 vs member 0).
 
-    Needs the noise to have the state's shape (additive or diagonal noise).
+    Needs the noise to have the state's shape (additive or diagonal noise). With one member there is
+    nothing to reflect against and the member keeps its increment.
     """
 
     state_dependent = True
@@ -155,6 +156,8 @@ class Reflection(Coupling):
             raise ValueError(
                 f"the reflection coupling needs increments shaped like the state {tuple(states.shape[1:])}, got {tuple(dw.shape)}"
             )
+        if states.shape[0] == 1:  # one member: nothing to reflect against, its increment is unchanged
+            return dw.unsqueeze(0)
         B = dw.shape[0]
         sep = (states[1:] - states[:1]).reshape(states.shape[0] - 1, B, -1).to(dw.dtype)
         norm = sep.norm(dim=-1, keepdim=True)

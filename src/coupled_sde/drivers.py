@@ -1,14 +1,14 @@
 """Drivers: what moves the members at each step besides their drift.
 
-An integrator computes drift evaluations and hands the *drift part* of its update to a
-:class:`StepNoise`, which adds the stochastic part and returns the new state. Splitting the work this
-way lets one loop (:func:`coupled_sde.solve`) run
+An integrator is written against one stage primitive, :class:`StepNoise`: ``prod(g)`` / ``g_dw(t, y)``
+(the diffusion at any stage times the step's increment) and ``land(y, f, dt, term)`` (a stage
+``y + f dt + term``). Splitting the work this way lets one loop (:func:`coupled_sde.solve`) run
 
 * SDEs driven by Brownian increments through a coupling (:class:`BrownianDriver`),
 * ODEs (:class:`NoNoise`, g = 0),
 * and systems whose member 0 is *pinned* to a given path while the other members are driven by the
   increments that path implies (:class:`PathDriver`): the residual form of sync-SDE
-  (``shared/spec/method.md`` §2), for any integrator, with exact reconstruction.
+  (``docs/concepts.md``), for any integrator, with exact reconstruction.
 
 Layout: inside the loop the K members' states are stored *flat*, ``(K * B, *event)``, member-major
 (a view of the stacked ``(K, B, *event)``), so that a plain SDE's drift is called on the state itself
@@ -24,82 +24,121 @@ from .coupling import Coupling, Synchronous
 from .grid import TimeGrid
 from .sde import SDE, NoiseType, apply_diffusion
 
-__all__ = ["StepNoise", "NoNoise", "BrownianStepNoise", "Driver", "BrownianDriver", "ODEDriver", "PathDriver"]
+__all__ = [
+    "StepNoise",
+    "NoNoise",
+    "BrownianStepNoise",
+    "PathNoise",
+    "Driver",
+    "BrownianDriver",
+    "ODEDriver",
+    "PathDriver",
+    "ImpliedNoise",
+]
 
 Tensor = torch.Tensor
 
 
 class StepNoise:
-    """The stochastic part of one step. ``f`` is a drift value, the update's drift part is ``f dt``."""
+    """The noise of one step, as *one stage primitive* that every integrator is written against.
 
-    #: The Brownian increments ``(K, B, *noise)`` of this step, where they exist (Milstein needs them).
+    * :meth:`prod` ``(g)`` -- the control product ``g ΔW`` of a diffusion value with this step's
+      increment (torchsde's ``prod``, diffrax's ``vf_prod``); :meth:`g_dw` ``(t, y)`` evaluates ``g``
+      at any stage ``(t, y)`` and multiplies. :meth:`prod_h` / :meth:`g_dh` do the same with the
+      step's space-time Lévy area ``H`` (SRA-type methods).
+    * :meth:`land` ``(y, f, dt, term)`` -- a stage that *lands*: ``y + f dt + term``. A pinned-path
+      driver replaces it (the reference member lands on the path, the others move by the difference
+      form), which is what keeps reconstruction exact for every integrator written this way.
+
+    ``dw`` is the increment ``(K * B, *noise)`` where one exists (``None`` on a pinned path: there
+    the stochastic part is implied, and methods such as Milstein skip their correction terms, whose
+    contribution the landing replaces anyway).
+    """
+
     dw: Tensor | None = None
+    h: Tensor | None = None
+
+    def prod(self, g: Tensor | float) -> Tensor | float:
+        raise NotImplementedError
+
+    def prod_h(self, g: Tensor | float) -> Tensor | float:
+        raise ValueError("this noise has no space-time Lévy area (use a Brownian source that answers space_time_levy_area)")
+
+    def g_dw(self, t: float, y: Tensor) -> Tensor | float:
+        raise NotImplementedError
+
+    def g_dh(self, t: float, y: Tensor) -> Tensor | float:
+        raise NotImplementedError
+
+    def land(self, y: Tensor, f: Tensor, dt: float, term: Tensor | float) -> Tensor:
+        """``y + f dt + term`` (a new tensor)."""
+        out = torch.add(y, f, alpha=dt)
+        if isinstance(term, (int, float)):
+            return out if term == 0 else out.add_(term)
+        return out.add_(term)
 
     def advance(self, t: float, dt: float, y: Tensor, f: Tensor) -> Tensor:
-        """Euler-type update from ``y``: ``y + f dt + (noise evaluated at (t, y))``."""
-        raise NotImplementedError
-
-    def advance_trapezoidal(self, t: float, dt: float, y: Tensor, y_pred: Tensor, f: Tensor) -> Tensor:
-        """Heun corrector from ``y`` with averaged drift ``f``; Stratonovich noise averages ``g`` at
-        ``(t, y)`` and ``(t + dt, y_pred)``."""
-        raise NotImplementedError
+        """Convenience for Euler-type stages: ``land(y, f, dt, g_dw(t, y))``."""
+        return self.land(y, f, dt, self.g_dw(t, y))
 
 
 class NoNoise(StepNoise):
-    def advance(self, t: float, dt: float, y: Tensor, f: Tensor) -> Tensor:
-        return torch.add(y, f, alpha=dt)
+    """g = 0 (ODEs)."""
 
-    advance_trapezoidal = lambda self, t, dt, y, y_pred, f: torch.add(y, f, alpha=dt)  # noqa: E731
+    def prod(self, g: Tensor | float) -> float:
+        return 0.0
+
+    prod_h = prod
+
+    def g_dw(self, t: float, y: Tensor) -> float:
+        return 0.0
+
+    g_dh = g_dw
+
+    def land(self, y: Tensor, f: Tensor, dt: float, term: Tensor | float) -> Tensor:
+        return torch.add(y, f, alpha=dt)
 
 
 _NO_NOISE = NoNoise()
 
 
 class BrownianStepNoise(StepNoise):
-    """``g dW`` with ``dW = scale * xi``: the scale ``sqrt|dt|`` is folded into the update (for a
-    scalar ``g`` it costs nothing), so grid sources never rescale their draws."""
+    """``g ΔW`` with ``ΔW = scale * xi``: the scale ``sqrt|dt|`` is folded into the product (for a
+    scalar ``g`` it costs nothing), so grid sources never rescale their draws. ``h`` is the step's
+    space-time Lévy area when the source gives it."""
 
-    __slots__ = ("system", "xi", "scale", "n_event", "_term")
+    __slots__ = ("system", "xi", "scale", "n_event", "h", "_matrix", "_nt")
 
     def __init__(self, system: SDE, xi: Tensor | None, n_event: int, scale: float = 1.0) -> None:
         self.system, self.xi, self.scale, self.n_event = system, xi, scale, n_event
-        self._term: Tensor | float | None = None
+        self.h: Tensor | None = None
+        self._nt = system.noise_type
+        self._matrix = system.noise_type is NoiseType.ADDITIVE and bool(system.brownian_size)
 
     @property
     def dw(self) -> Tensor:  # type: ignore[override]
         return self.xi if self.scale == 1.0 else self.xi * self.scale
 
-    def _g_dw(self, t: float, y: Tensor) -> Tensor:
-        g = self.system.diffusion(t, y)
-        return apply_diffusion(self.system.noise_type, g, self.dw, self.n_event)
+    def prod(self, g: Tensor | float) -> Tensor:
+        if isinstance(g, (int, float)):
+            return self.xi * (g * self.scale)
+        nt = self._nt
+        if (nt is NoiseType.DIAGONAL or nt is NoiseType.ADDITIVE) and not self._matrix:
+            return torch.mul(g, self.xi) if self.scale == 1.0 else torch.mul(g, self.xi).mul_(self.scale)
+        return apply_diffusion(nt, g, self.dw, self.n_event, self._matrix)
 
-    def advance(self, t: float, dt: float, y: Tensor, f: Tensor) -> Tensor:
-        sys = self.system
-        if sys.noise_type is NoiseType.ADDITIVE or sys.noise_type is NoiseType.DIAGONAL:
-            g = sys.diffusion(t, y)
-            if isinstance(g, (int, float)):  # fused: no temporary for g dW
-                self._term = g * self.scale
-                return torch.add(y, f, alpha=dt).add_(self.xi, alpha=self._term)
-            out = torch.add(y, f, alpha=dt)
-            if sys.noise_type is NoiseType.ADDITIVE:
-                self._term = g * self.dw
-                return out.add_(self._term)
-            return out.addcmul_(g, self.xi, value=self.scale)
-        self._term = term = self._g_dw(t, y)
-        return torch.add(y, f, alpha=dt).add_(term)
+    def prod_h(self, g: Tensor | float) -> Tensor:
+        if self.h is None:
+            return super().prod_h(g)
+        if isinstance(g, (int, float)):
+            return self.h * g
+        return apply_diffusion(self._nt, g, self.h, self.n_event, self._matrix)
 
-    def advance_trapezoidal(self, t: float, dt: float, y: Tensor, y_pred: Tensor, f: Tensor) -> Tensor:
-        out = torch.add(y, f, alpha=dt)
-        if self.system.noise_type is NoiseType.ADDITIVE:
-            term = self._term
-            if term is None:  # corrector without a predictor through this object
-                g = self.system.diffusion(t, y)
-                term = g * self.scale if isinstance(g, (int, float)) else g * self.dw
-            if isinstance(term, (int, float)):
-                return out.add_(self.xi, alpha=term)
-            return out.add_(term)
-        g_dw = self._g_dw(t, y)
-        return out.add_(0.5 * (g_dw + self._g_dw(t + dt, y_pred)))
+    def g_dw(self, t: float, y: Tensor) -> Tensor:
+        return self.prod(self.system.diffusion(t, y))
+
+    def g_dh(self, t: float, y: Tensor) -> Tensor:
+        return self.prod_h(self.system.diffusion(t, y))
 
 
 class Driver:
@@ -113,41 +152,76 @@ class Driver:
         """The noise of step ``i``; ``y`` is the flat ``(K * B, *event)`` state."""
         raise NotImplementedError
 
+    def interval_noise(self, t: float, dt: float, y: Tensor) -> StepNoise:
+        """The noise over ``[t, t + dt]`` for any ``t, dt`` (adaptive steps); needs interval queries."""
+        raise ValueError(f"{type(self).__name__} cannot answer arbitrary intervals (adaptive steps need a Brownian source)")
+
 
 class ODEDriver(Driver):
     def step_noise(self, i: int, t: float, dt: float, y: Tensor) -> StepNoise:
         return _NO_NOISE
+
+    def interval_noise(self, t: float, dt: float, y: Tensor) -> StepNoise:
+        return _NO_NOISE
+
+
+def _has_levy(source: object) -> bool:
+    return callable(getattr(source, "space_time_levy_area", None))
 
 
 class BrownianDriver(Driver):
     """Brownian increments from a source, turned into the members' increments by a coupling.
 
     ``source`` may be a :class:`~coupled_sde.brownian.BrownianSource` or a seed (an ``int`` or one
-    per sample), in which case a :class:`~coupled_sde.brownian.GridBrownian` is built on the grid.
+    per sample), in which case a :class:`~coupled_sde.brownian.GridBrownian` is built on the grid
+    (for adaptive steps, an interval source). Integrators that need the space-time Lévy area
+    (``info.needs_levy_area``) get it from ``source.space_time_levy_area(s, t) -> (dW, H)``.
     """
 
     def __init__(self, source: BrownianSource | int | list[int] | tuple[int, ...]) -> None:
         self.source = source
 
-    def prepare(self, system: SDE, y0: Tensor, grid: TimeGrid, coupling: Coupling) -> None:
+    def prepare(
+        self, system: SDE, y0: Tensor, grid: TimeGrid, coupling: Coupling, *, levy: bool = False, intervals: bool = False
+    ) -> None:
         K, B = y0.shape[0], y0.shape[1]
         event = tuple(y0.shape[2:])
         noise_shape = system.brownian_shape(event)
         n_streams = coupling.n_streams(K)
         src = self.source
         if not isinstance(src, BrownianSource):
-            src = GridBrownian(grid, B, noise_shape, seed=src, streams=n_streams, dtype=y0.dtype, device=y0.device)
+            if intervals or levy:
+                src = _interval_source(grid, B, noise_shape, src, n_streams, y0.dtype, y0.device, levy)
+            else:
+                src = GridBrownian(grid, B, noise_shape, seed=src, streams=n_streams, dtype=y0.dtype, device=y0.device)
         want = (n_streams, B) + tuple(noise_shape)
         if tuple(src.shape) != want:
             raise ValueError(
                 f"the Brownian source answers increments of shape {tuple(src.shape)} but this solve needs "
                 f"{want} (streams={n_streams} for {type(coupling).__name__}, batch={B}, noise={tuple(noise_shape)})"
             )
+        if levy and not _has_levy(src):
+            raise ValueError(
+                f"this integrator needs the space-time Lévy area, which {type(src).__name__} does not give "
+                "(pass a seed, or a source with space_time_levy_area(s, t))"
+            )
+        self._src, self._levy = src, levy
         self._coupling = coupling
         self._noise = BrownianStepNoise(system, None, len(event))
         self._K, self._B = K, B
         self._device, self._dtype, self._n = y0.device, y0.dtype, grid.n_steps
-        if isinstance(src, GridBrownian) and src.grid == grid:
+        self._grid = grid
+        if intervals:
+            self._source, self._fetch, self._scales, self._views = None, 0, None, []
+        elif levy:
+            self._source, self._fetch, self._scales, self._start = None, 0, None, 0
+            if callable(getattr(src, "levy_on_grid", None)):
+                dw, h = src.levy_on_grid(grid)
+                cast = {"device": y0.device, "dtype": y0.dtype}
+                self._views = list(zip(self._per_step(dw.to(**cast)), self._per_step(h.to(**cast))))
+            else:
+                self._views = None
+        elif isinstance(src, GridBrownian) and src.grid == grid:
             # Walk the grid chunk by chunk (aligned with the source's draws): no large table, and
             # the standard normals are used as they are, with sqrt|dt| folded into the update.
             self._source, self._fetch = src, src.chunk_steps()
@@ -166,33 +240,131 @@ class BrownianDriver(Driver):
         steps = members.movedim(2, 0).reshape((raw.shape[2], self._K * self._B) + tuple(raw.shape[3:]))
         return list(steps.unbind(0))
 
+    def _members(self, raw: Tensor, y: Tensor) -> Tensor:
+        """One step's streams ``(S, B, *noise)`` -> the members' flat ``(K * B, *noise)``."""
+        if self._coupling.state_dependent:
+            return self._coupling.combine(raw, y.view((self._K, self._B) + tuple(y.shape[1:]))).flatten(0, 1)
+        return self._coupling.combine(raw).flatten(0, 1)
+
+    def _emit(self, dw: Tensor, scale: float, h: Tensor | None) -> StepNoise:
+        noise = self._noise
+        noise.xi, noise.scale, noise.h = dw, scale, h
+        return noise
+
     def step_noise(self, i: int, t: float, dt: float, y: Tensor) -> StepNoise:
+        if self._levy:
+            if self._views is None:  # query the exact grid points (t + dt may be an ULP off)
+                dw, h = self._src.space_time_levy_area(self._grid[i], self._grid[i + 1])
+                cast = {"device": self._device, "dtype": self._dtype}
+                return self._emit(self._members(dw.to(**cast), y), 1.0, self._members(h.to(**cast), y))
+            dw, h = self._views[i]
+            if self._coupling.state_dependent:
+                dw, h = self._members(dw, y), self._members(h, y)
+            return self._emit(dw, 1.0, h)
         k = i - self._start
-        if k >= len(self._views):
-            self._start, k = i, 0
-            raw = self._source.normals(i, min(self._n, i + self._fetch))
+        if k < 0 or k >= len(self._views):  # walking backwards too (reversible Heun's backward pass)
+            start = i if k >= 0 else max(0, i - self._fetch + 1)
+            self._start, k = start, i - start
+            raw = self._source.normals(start, min(self._n, start + self._fetch))
             self._views = self._per_step(raw.to(device=self._device, dtype=self._dtype))
         dw = self._views[k]
         if self._coupling.state_dependent:
             dw = self._coupling.combine(dw, y.view((self._K, self._B) + tuple(y.shape[1:]))).flatten(0, 1)
-        noise = self._noise
-        noise.xi, noise._term = dw, None
-        noise.scale = 1.0 if self._scales is None else self._scales[i]
-        return noise
+        return self._emit(dw, 1.0 if self._scales is None else self._scales[i], None)
+
+    def interval_noise(self, t: float, dt: float, y: Tensor) -> StepNoise:
+        s1 = t + dt
+        if self._levy:
+            dw, h = self._src.space_time_levy_area(t, s1)
+            h = self._members(h.to(device=self._device, dtype=self._dtype), y)
+        else:
+            dw, h = self._src.increment(t, s1), None
+        return self._emit(self._members(dw.to(device=self._device, dtype=self._dtype), y), 1.0, h)
 
 
-class _PathStepNoise(StepNoise):
-    """Member ``ref`` lands on the path; the others get the increment its step implies."""
+def _interval_source(grid, batch, noise_shape, seed, streams, dtype, device, levy: bool):
+    """An interval source for a seed: the Brownian tree once it exists, torchsde's interval until then."""
+    try:  # the package's own tree (order-free, per-sample seeds)
+        from . import brownian_tree  # type: ignore[attr-defined]
 
-    __slots__ = ("drv", "x_next", "extra")
+        return brownian_tree.BrownianTree(
+            grid.t0, grid.t1, batch, noise_shape, seed=seed, streams=streams, dtype=dtype, device=device
+        )
+    except (ImportError, AttributeError, TypeError):
+        pass
+    if not isinstance(seed, int):
+        raise ValueError("adaptive steps and Lévy-area methods take an integer seed or an interval Brownian source")
+    return _TorchsdeLevy(grid.t0, grid.t1, (streams, batch) + tuple(noise_shape), seed, dtype, device, levy)
 
-    def __init__(self, drv: PathDriver, x_next: Tensor, extra: Tensor | None) -> None:
-        self.drv, self.x_next, self.extra = drv, x_next, extra
 
-    def _update(self, y_flat: Tensor, f_flat: Tensor, dt: float) -> Tensor:
+class _TorchsdeLevy:
+    """Interval queries (and space-time Lévy area) from ``torchsde.BrownianInterval``; a stand-in
+    until the package's own Brownian tree is available."""
+
+    def __init__(self, t0: float, t1: float, shape: tuple[int, ...], seed: int, dtype, device, levy: bool) -> None:
+        import torchsde
+
+        self.shape = shape
+        self._lo, self._hi = min(t0, t1), max(t0, t1)
+        self._bm = torchsde.BrownianInterval(
+            t0=self._lo,
+            t1=self._hi,
+            size=shape,
+            dtype=dtype,
+            device=device,
+            entropy=seed,
+            levy_area_approximation="space-time" if levy else "none",
+        )
+
+    def _q(self, s: float, t: float, **kw):
+        a, b = (s, t) if s <= t else (t, s)
+        return self._bm(max(a, self._lo), min(b, self._hi), **kw)
+
+    def increment(self, s: float, t: float) -> Tensor:
+        return self._q(s, t)
+
+    def space_time_levy_area(self, s: float, t: float) -> tuple[Tensor, Tensor]:
+        dw, u = self._q(s, t, return_U=True)  # U = int_a^b (W_u - W_a) du
+        h = abs(t - s)
+        H = u / h - 0.5 * dw
+        if s > t:  # the backward motion W(s) - W(t) on [t, s] reversed: H keeps its law, changes sign
+            return -dw, H
+        return dw, H
+
+
+class PathNoise(StepNoise):
+    """Member ``ref`` lands on the path; the others get the noise its step implies (difference form).
+
+    ``prod``/``g_dw`` return 0 (nothing to evaluate: the landing supplies the stochastic part). When a
+    recorder is attached (:func:`coupled_sde.reversal.backward_increments`), ``g_dw`` returns the
+    diffusion itself, so that the term an integrator hands to :meth:`land` is ``ḡ`` (the weight
+    ``ΔW`` would have), and the implied increment is the implied noise divided by it.
+    """
+
+    __slots__ = ("drv", "x_next", "extra", "t", "record")
+
+    def __init__(self, drv: PathDriver, x_next: Tensor, extra: Tensor | None, record: list | None = None) -> None:
+        self.drv, self.x_next, self.extra, self.record = drv, x_next, extra, record
+
+    def prod(self, g: Tensor | float) -> Tensor | float:
+        return g if self.record is not None else 0.0
+
+    def prod_h(self, g: Tensor | float) -> float:
+        return 0.0
+
+    def g_dw(self, t: float, y: Tensor) -> Tensor | float:
+        return self.drv._system.diffusion(t, y) if self.record is not None else 0.0
+
+    def g_dh(self, t: float, y: Tensor) -> Tensor | float:
+        return 0.0
+
+    def land(self, y_flat: Tensor, f_flat: Tensor, dt: float, term: Tensor | float) -> Tensor:
         drv = self.drv
         r, x_next, coupling = drv.reference, self.x_next, drv.coupling
         y, f = y_flat.view(drv.stacked_shape), f_flat.view(drv.stacked_shape)
+        if self.record is not None:
+            implied = x_next - y[r] - dt * f[r]
+            self.record.append((implied, term))
         if isinstance(coupling, Synchronous):
             # Difference form D' = D + (f_k - f_ref) dt, added to the path point: when a member equals
             # the reference and has the same drift it lands on the path *bit for bit*.
@@ -205,29 +377,26 @@ class _PathStepNoise(StepNoise):
         out[r] = x_next
         return out.view(y_flat.shape)
 
-    def advance(self, t: float, dt: float, y: Tensor, f: Tensor) -> Tensor:
-        return self._update(y, f, dt)
-
-    def advance_trapezoidal(self, t: float, dt: float, y: Tensor, y_pred: Tensor, f: Tensor) -> Tensor:
-        return self._update(y, f, dt)
-
 
 class PathDriver(Driver):
     """Pin member ``reference`` to a given path; drive the others by the increments it implies.
 
     ``path`` has shape ``(n_steps + 1, B, *event)`` with ``path[i]`` the reference's state at grid
-    point ``i`` (``path[0]`` must equal the reference member's initial state). For whatever
-    integrator the solve uses, the implied increment is *whatever makes that integrator's step land on
-    the next path point* under the reference member's drift (the residual form of
-    ``shared/spec/method.md`` §2); the other members add the same increment (synchronous coupling) or,
-    for ablations, a coupled version of it (state units; valid for additive noise), where the extra
-    streams are fresh Brownian increments ``g dB`` from ``extra_source``.
+    point ``i`` (``path[0]`` must equal the reference member's initial state). Every stage that an
+    integrator *lands* (:meth:`StepNoise.land`: Euler–Maruyama's step, both of Heun's stages, ...)
+    puts the reference on the next path point, and the implied noise of that stage is whatever makes
+    it land there under the reference's drift (the residual form of sync-SDE, see
+    ``docs/concepts.md``); the other members add the same noise (synchronous coupling, difference
+    form: exact reconstruction bit for bit when a member equals the reference) or, for ablations, a
+    coupled version of it (state units; valid for additive noise), where the extra streams are fresh
+    Brownian increments ``g dB`` seeded by ``extra_seed``.
     """
 
     def __init__(self, path: Tensor, reference: int = 0, extra_seed: int | list[int] = 0) -> None:
         self.path = path
         self.reference = int(reference)
         self.extra_seed = extra_seed
+        self.record: list | None = None
 
     def prepare(self, system: SDE, y0: Tensor, grid: TimeGrid, coupling: Coupling) -> None:
         if self.path.shape[0] != grid.n_steps + 1 or tuple(self.path.shape[1:]) != tuple(y0.shape[1:]):
@@ -235,10 +404,13 @@ class PathDriver(Driver):
                 f"the pinned path has shape {tuple(self.path.shape)} but the grid has {grid.n_steps + 1} points and the "
                 f"members' states are {tuple(y0.shape[1:])}"
             )
+        if not 0 <= self.reference < y0.shape[0]:
+            raise ValueError(f"reference member {self.reference} is not one of the {y0.shape[0]} members")
         if not torch.equal(self.path[0].to(y0), y0[self.reference]):
             raise ValueError("the pinned member's initial state must equal path[0]")
         self.coupling = coupling
         self.stacked_shape = tuple(y0.shape)
+        self._system = system
         self._path = self.path.to(device=y0.device, dtype=y0.dtype)
         n_streams = coupling.n_streams(y0.shape[0])
         self._extra = None
@@ -250,11 +422,74 @@ class PathDriver(Driver):
                 grid, B, tuple(y0.shape[2:]), seed=self.extra_seed, streams=n_streams - 1, dtype=y0.dtype, device=y0.device
             )
             self._extra = src.on_grid(grid)  # (S-1, B, N, *event)
-            self._system = system
 
     def step_noise(self, i: int, t: float, dt: float, y: Tensor) -> StepNoise:
         extra = None
         if self._extra is not None:
             g = self._system.diffusion(t, y)
             extra = g * self._extra[:, :, i]
-        return _PathStepNoise(self, self._path[i + 1], extra)
+        rec = None
+        if self.record is not None:
+            rec = []
+            self.record.append(rec)
+        return PathNoise(self, self._path[i + 1], extra, rec)
+
+
+class ImpliedNoise(Driver):
+    """Replays the noise a pinned path implied, stage by stage (see :func:`coupled_sde.reversal.backward_increments`).
+
+    ``terms[i][j]`` is the noise (state units) that stage ``j`` of step ``i`` added to land on the
+    path; every member adds it (synchronous). ``increments`` ``(1, B, n_steps, *event)`` are the
+    implied Brownian increments ``dW̄`` of each step's last stage (its noise divided by the weight
+    ``ḡ`` that ``ΔW`` has in that stage); :meth:`brownian` gives them as a
+    :class:`~coupled_sde.brownian.RecordedBrownian`.
+    """
+
+    def __init__(self, grid: TimeGrid, terms: list[list[Tensor]], increments: Tensor, integrator: str) -> None:
+        self.grid, self.terms, self.increments, self.integrator = grid, terms, increments, integrator
+        self.shape = (increments.shape[0], increments.shape[1]) + tuple(increments.shape[3:])
+
+    def brownian(self):
+        from .brownian import RecordedBrownian
+
+        return RecordedBrownian(self.grid, self.increments)
+
+    def on_grid(self, grid: TimeGrid) -> Tensor:
+        return self.brownian().on_grid(grid)
+
+    def prepare(self, system: SDE, y0: Tensor, grid: TimeGrid, coupling: Coupling) -> None:
+        if grid != self.grid:
+            raise ValueError("implied noise replays on the grid it was read on")
+        if not isinstance(coupling, Synchronous):
+            raise ValueError("implied noise is one stream: replay it with the synchronous coupling")
+        self._K = y0.shape[0]
+
+    def step_noise(self, i: int, t: float, dt: float, y: Tensor) -> StepNoise:
+        return _ReplayNoise(self.terms[i], self._K)
+
+
+class _ReplayNoise(StepNoise):
+    """Stage ``j`` of the step adds ``terms[j]`` (broadcast over the members)."""
+
+    __slots__ = ("terms", "j", "K")
+
+    def __init__(self, terms: list[Tensor], K: int) -> None:
+        self.terms, self.j, self.K = terms, 0, K
+
+    def prod(self, g):
+        return 0.0
+
+    prod_h = prod
+
+    def g_dw(self, t, y):
+        return 0.0
+
+    g_dh = g_dw
+
+    def land(self, y: Tensor, f: Tensor, dt: float, term) -> Tensor:
+        if self.j >= len(self.terms):
+            raise ValueError("the integrator lands more stages per step than the one the implied noise was read with")
+        n = self.terms[self.j]
+        self.j += 1
+        out = torch.add(y, f, alpha=dt)
+        return out.view((self.K,) + tuple(n.shape)).add_(n).view(y.shape)

@@ -29,7 +29,9 @@ class TimeGrid:
     __slots__ = ("_times", "_list", "_index")
 
     def __init__(self, times: Sequence[float] | torch.Tensor) -> None:
-        t = torch.as_tensor(times, dtype=torch.float64).detach().cpu().reshape(-1)
+        t = torch.as_tensor(times, dtype=torch.float64).detach().cpu()
+        if t.dim() != 1:
+            raise ValueError(f"a time grid is a flat sequence of times, got shape {tuple(t.shape)} (a nested list?)")
         if t.numel() < 2:
             raise ValueError(f"a time grid needs at least 2 points, got {t.numel()}")
         if not torch.isfinite(t).all():
@@ -56,11 +58,6 @@ class TimeGrid:
         t = torch.linspace(float(t0), float(t1), n + 1, dtype=torch.float64)
         t[0], t[-1] = float(t0), float(t1)  # snap: linspace may be off by an ULP at the end
         return cls(t)
-
-    @classmethod
-    def from_times(cls, times: Sequence[float] | torch.Tensor) -> TimeGrid:
-        """An explicit grid (validated: finite, strictly monotone, no repeated times)."""
-        return cls(times)
 
     @classmethod
     def rectified_flow(cls, n_steps: int, shift: float = 1.0, mu: float | None = None) -> TimeGrid:

@@ -7,9 +7,9 @@ forward time variable and integrated on a *decreasing* grid (signed ``dt < 0``; 
 solver draws are ``W̄``'s).
 
 :func:`backward_increments` reads ``W̄``'s increments off a given forward path, in the residual form
-of ``shared/spec/method.md`` §2: for each step, the increment that makes the chosen integrator land
-exactly on the next path point. Replayed through :func:`~coupled_sde.solve` (a
-:class:`~coupled_sde.brownian.RecordedBrownian`), they drive the reverse SDE back along the path.
+of sync-SDE (``docs/concepts.md``): the noise that makes each of the integrator's landing stages
+land exactly on the next path point, as the pinned-path driver defines it. Replayed through
+:func:`~coupled_sde.solve`, they drive the reverse SDE back along the path.
 The Anderson form ``dW̄ = dW + g ∇log p dt`` agrees only in the continuous limit and loses exact
 reconstruction, which is why it is not used here.
 """
@@ -17,14 +17,16 @@ reconstruction, which is why it is not used here.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
-from .brownian import RecordedBrownian
-from .drivers import StepNoise
 from .grid import TimeGrid
 from .integrators import Integrator, resolve_integrator
 from .sde import SDE, Calculus, NoiseType
+
+if TYPE_CHECKING:
+    from .drivers import ImpliedNoise
 
 __all__ = ["ReverseSDE", "backward_increments"]
 
@@ -58,59 +60,42 @@ class ReverseSDE(SDE):
         return self.forward.diffusion(t, y)
 
 
-class _FixedNoise(StepNoise):
-    """A given noise term in state units, added at every stage of the step."""
+def backward_increments(reverse: SDE, path: Tensor, grid: TimeGrid, integrator: Integrator | str | None = None) -> ImpliedNoise:
+    """The noise that a path implies under ``reverse`` and ``integrator``: the pinned-path driver's.
 
-    def __init__(self, n: Tensor) -> None:
-        self.n = n
+    ``path`` has shape ``(n_steps + 1, B, *event)``, ``path[i]`` the state at ``grid[i]``; noise must
+    be additive (``g`` independent of the state, nonzero on the steps). There is one mechanism for
+    "the increment a path implies": this function runs :func:`~coupled_sde.solve` with a
+    :class:`~coupled_sde.drivers.PathDriver` pinning one member to ``path`` and records what every
+    landing stage implied (no stepping loop of its own, no iteration). Replayed through ``solve``
+    (``noise=`` the returned :class:`~coupled_sde.drivers.ImpliedNoise`), it moves any member
+    exactly as the pinned driver would have moved it, and reproduces ``path`` from ``path[0]``.
 
-    def advance(self, t: float, dt: float, y: Tensor, f: Tensor) -> Tensor:
-        return torch.add(y, f, alpha=dt).add_(self.n)
-
-    def advance_trapezoidal(self, t: float, dt: float, y: Tensor, y_pred: Tensor, f: Tensor) -> Tensor:
-        return torch.add(y, f, alpha=dt).add_(self.n)
-
-
-def backward_increments(
-    reverse: SDE,
-    path: Tensor,
-    grid: TimeGrid,
-    integrator: Integrator | str | None = None,
-    *,
-    tol: float | None = None,
-    max_iter: int = 50,
-) -> RecordedBrownian:
-    """The Brownian increments ``dW̄`` implied by a path under ``reverse``, for ``integrator``.
-
-    ``path`` has shape ``(n_steps + 1, B, *event)``, ``path[i]`` the state at ``grid[i]``. Noise must
-    be additive (``g`` independent of the state, nonzero on the steps). For each step the noise term
-    ``n = g dW̄`` solving ``step(X_i, n) = X_{i+1}`` is found by the fixed-point iteration
-    ``n <- n + X_{i+1} - step(X_i, n)``, which is exact after one pass for Euler–Maruyama and
-    contracts like ``L |dt|`` for multi-stage methods (Heun). Returns a
-    :class:`~coupled_sde.brownian.RecordedBrownian` (one stream) to pass as ``noise=`` to
-    :func:`~coupled_sde.solve`.
+    What the increment means: for Euler–Maruyama, ``dW̄_i = (x_{i+1} − x_i − f(t_i, x_i) dt) / g(t_i)``,
+    the increment under which the EM step lands on the path. For Heun both stages land on the path
+    (the predictor at ``x_{i+1}``), so the corrector's noise is
+    ``x_{i+1} − x_i − ½ (f(t_i, x_i) + f(t_{i+1}, x_{i+1})) dt``: the path satisfies the *trapezoidal
+    rule* with drifts evaluated on the path, and ``dW̄_i`` is that noise divided by ``½ (g(t_i) + g(t_{i+1}))``
+    (the weight ``ΔW`` has in Heun's corrector). ``ImpliedNoise.increments`` holds these ``dW̄`` (of
+    each step's last stage); they become Brownian as the grid refines (``tests/test_reversal.py``).
     """
+    from .drivers import ImpliedNoise, PathDriver
+    from .solve import solve
+
     if reverse.noise_type is not NoiseType.ADDITIVE:
         raise ValueError("backward increments are defined here for additive noise (g independent of the state)")
     if path.shape[0] != grid.n_steps + 1:
         raise ValueError(f"the path has {path.shape[0]} points but the grid has {grid.n_steps + 1}")
     integ = resolve_integrator(integrator)
-    integ.check(reverse)
-    tol = tol if tol is not None else 64 * torch.finfo(path.dtype).eps
-    system = reverse  # integrators step plain SDEs on (B, *event) states directly
-    out = []
-    for i, (t, dt) in enumerate(grid.steps()):
-        x, x_next = path[i], path[i + 1]
-        n = x_next - x - dt * system.drift(t, x)
-        for _ in range(max_iter):
-            resid = x_next - integ.step(system, t, dt, x, _FixedNoise(n))
-            n = n + resid
-            if resid.abs().max() <= tol * (1.0 + x_next.abs().max()):
-                break
-        else:
-            raise RuntimeError(f"backward increments did not converge at step {i} (t={t:.6g}); use a finer grid")
-        g = reverse.diffusion(t, x)
-        if (torch.as_tensor(g) == 0).any():
+    driver = PathDriver(path)
+    driver.record = []
+    solve(reverse, path[:1], grid, integ, noise=driver, check_finite=False)
+    terms, incs = [], []
+    for i, stages in enumerate(driver.record):
+        terms.append([n.reshape(path.shape[1:]) for n, _ in stages])
+        n, weight = stages[-1]
+        if (torch.as_tensor(weight) == 0).any():
+            t = grid[i]
             raise ValueError(f"the diffusion vanishes at t={t:.6g} (step {i}): the increment is not defined there")
-        out.append(n / g)
-    return RecordedBrownian(grid, torch.stack(out, dim=1).unsqueeze(0))
+        incs.append((n / weight).reshape(path.shape[1:]))
+    return ImpliedNoise(grid, terms, torch.stack(incs, dim=1).unsqueeze(0), integ.info.name)

@@ -14,11 +14,13 @@ noise type        ``g(t, y)``                      Brownian increment per sample
 ``diagonal``      same shape as ``y``              ``event``                        ``g * dW``
 ``scalar``        same shape as ``y`` (or bcast)   ``()`` (one BM per sample)        ``g * dW``
 ``general``       ``(B, *event, m)``               ``(m,)``                         ``sum_m g dW``
+``additive`` with independent of ``y``,              ``(m,)``                         ``sum_m g dW``
+``brownian_size`` ``(*event, m)`` (or bcast)
 ================  ===============================  ==============================  ===============
 
 A *coupled system* (:class:`CoupledSDE`) evaluates K members at once on a stacked state
-``(K, B, *event)``; any plain :class:`SDE` is lifted to one by flattening ``K * B`` into the batch,
-so a coupled solve still makes **one** drift call per stage.
+``(K, B, *event)``; a plain :class:`SDE` followed by every member is called on the flat
+``(K * B, *event)`` state, so a coupled solve still makes **one** drift call per stage.
 """
 
 from __future__ import annotations
@@ -36,8 +38,6 @@ __all__ = [
     "LinearSDE",
     "ODE",
     "CoupledSDE",
-    "StackedMembers",
-    "as_coupled",
     "apply_diffusion",
 ]
 
@@ -60,7 +60,9 @@ class SDE:
     """Base class for ``dY = f(t, Y) dt + g(t, Y) dW``. Subclasses implement :meth:`drift` and
     :meth:`diffusion`; an ODE returns ``None`` from :attr:`noise_type`.
 
-    ``brownian_size`` is the number ``m`` of Brownian motions per sample for ``general`` noise.
+    ``brownian_size`` is the number ``m`` of Brownian motions per sample for ``general`` noise, and
+    for ``additive`` noise with a state-independent ``(*event, m)`` matrix (then ``g dW`` sums over
+    ``m``); additive noise without it is elementwise.
     """
 
     noise_type: NoiseType | None = NoiseType.DIAGONAL
@@ -80,15 +82,11 @@ class SDE:
             return ()
         if nt is NoiseType.SCALAR:
             return ()
-        if nt is NoiseType.GENERAL:
+        if nt is NoiseType.GENERAL or (nt is NoiseType.ADDITIVE and self.brownian_size):
             if not self.brownian_size:
                 raise ValueError("an SDE with general noise must declare brownian_size (m)")
             return (int(self.brownian_size),)
         return tuple(event_shape)
-
-    @property
-    def is_ode(self) -> bool:
-        return self.noise_type is None
 
 
 class FunctionSDE(SDE):
@@ -160,9 +158,10 @@ class LinearSDE(SDE):
         return self.c * y + self.d
 
 
-def apply_diffusion(noise_type: NoiseType, g: Tensor | float, dw: Tensor, n_event: int) -> Tensor:
-    """``g dW`` for a state with ``n_event`` event dimensions (see the module table)."""
-    if noise_type is NoiseType.GENERAL:
+def apply_diffusion(noise_type: NoiseType, g: Tensor | float, dw: Tensor, n_event: int, matrix: bool = False) -> Tensor:
+    """``g dW`` for a state with ``n_event`` event dimensions (see the module table); ``matrix``: an
+    additive diffusion given as a ``(*event, m)`` matrix (``brownian_size = m``)."""
+    if noise_type is NoiseType.GENERAL or matrix:
         return (g * dw.reshape(dw.shape[:-1] + (1,) * n_event + dw.shape[-1:])).sum(-1)
     if noise_type is NoiseType.SCALAR:
         return g * dw.reshape(dw.shape + (1,) * n_event)
@@ -173,47 +172,8 @@ class CoupledSDE(SDE):
     """K member processes evaluated together on a stacked state ``(K, B, *event)``.
 
     Implement this directly when the members differ (e.g. a model conditioned on a different prompt
-    per member) and can still be evaluated in one batched call; use :class:`StackedMembers` to run K
-    copies of one plain SDE.
+    per member) and can still be evaluated in one batched call. A plain :class:`SDE` needs no
+    wrapper: :func:`~coupled_sde.solve` runs it on the flat ``(K * B, *event)`` state of all members.
     """
 
     n_members: int = 1
-
-
-class StackedMembers(CoupledSDE):
-    """K copies of one SDE on a stacked state: one call per stage over the flattened ``K * B`` batch."""
-
-    def __init__(self, sde: SDE, n_members: int) -> None:
-        self.sde = sde
-        self.n_members = int(n_members)
-        self.noise_type = sde.noise_type
-        self.calculus = sde.calculus
-        self.brownian_size = sde.brownian_size
-        if sde.noise_type is NoiseType.ADDITIVE:
-            # g depends on t only and broadcasts against (K, B, *event) as it does against (B, *event)
-            self.diffusion = sde.diffusion
-
-    def drift(self, t: float, y: Tensor) -> Tensor:
-        flat = y.flatten(0, 1)
-        f = self.sde.drift(t, flat)
-        if not isinstance(f, Tensor) or f.shape != flat.shape:
-            got = tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__
-            raise ValueError(f"the drift returned shape {got} for a state of shape {tuple(flat.shape)}")
-        return f.reshape(y.shape)
-
-    def diffusion(self, t: float, y: Tensor) -> Tensor | float:
-        g = self.sde.diffusion(t, y.flatten(0, 1))
-        # Per-sample diffusions come back with the flattened K * B batch first; additive ones are
-        # broadcastable tensors or scalars and are returned as they are.
-        if isinstance(g, torch.Tensor) and g.dim() >= y.dim() - 1 and g.shape[0] == y.shape[0] * y.shape[1]:
-            return g.reshape(y.shape[:2] + g.shape[1:])
-        return g
-
-
-def as_coupled(system: SDE, n_members: int) -> CoupledSDE:
-    """Lift a plain SDE to K stacked members, or check a coupled system's member count."""
-    if isinstance(system, CoupledSDE):
-        if system.n_members != n_members:
-            raise ValueError(f"the system has {system.n_members} members but the initial state stacks {n_members}")
-        return system
-    return StackedMembers(system, n_members)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .adaptive import PIController
 from .brownian import BrownianSource
 from .coupling import Coupling, resolve_coupling
 from .drivers import BrownianDriver, Driver, ODEDriver, PathDriver
@@ -26,7 +27,7 @@ from .grid import TimeGrid
 from .integrators import Integrator, resolve_integrator
 from .sde import SDE, CoupledSDE, NoiseType
 
-__all__ = ["solve", "Solution"]
+__all__ = ["solve", "Solution", "PIController"]
 
 Tensor = torch.Tensor
 Callback = Callable[[int, float, Tensor], "Tensor | None"]
@@ -38,7 +39,8 @@ class Solution:
 
     ``y`` is the final state (``(B, *event)`` for a single process, ``(K, B, *event)`` for a coupled
     system); ``ys`` stacks the states saved at ``ts`` along a new first dimension (``None`` when
-    nothing but the final state was asked for).
+    nothing but the final state was asked for). On a fixed grid ``n_accepted = n_steps`` and
+    ``n_rejected = 0``; under adaptive steps every member shares the accepted grid ``step_times``.
     """
 
     y: Tensor
@@ -46,6 +48,10 @@ class Solution:
     ys: Tensor | None = None
     n_steps: int = 0
     n_drift_evals: int = 0
+    #: Adaptive steps: accepted and rejected step counts and the accepted times (``t0 ... t1``).
+    n_accepted: int = 0
+    n_rejected: int = 0
+    step_times: list[float] | None = None
 
 
 class _Flat(SDE):
@@ -96,6 +102,25 @@ class _Flat(SDE):
             self._raise_non_finite(f, y)
         return f
 
+    def check_state(self, y: Tensor, step: int, t: float) -> None:
+        """The final state must be finite too: the last step's noise or diffusion is not seen by a drift."""
+        if not math.isfinite(y.sum().item()):
+            K, B = self.stacked_shape[:2]
+            bad = ~torch.isfinite(y.reshape(K, B, -1)).all(-1)
+            if not bad.any():
+                return
+            members = sorted({int(k) for k in torch.nonzero(bad)[:, 0]})
+            samples = sorted({int(b) for b in torch.nonzero(bad)[:, 1]})
+            raise NonFiniteError(
+                f"step {step} (t={t:.6g}) produced a NaN/Inf state for member(s) {members}, sample(s) "
+                f"{samples[:10]}{'...' if len(samples) > 10 else ''} (the drift was finite: the diffusion or noise made it)",
+                step,
+                t,
+                members,
+                samples,
+                False,
+            )
+
     def _raise_non_finite(self, f: Tensor, y: Tensor) -> None:
         K, B = self.stacked_shape[:2]
         bad = ~torch.isfinite(f.reshape(K, B, -1)).all(-1)  # (K, B)
@@ -134,18 +159,40 @@ def _check_diffusion_shape(system: SDE, t: float, y: Tensor) -> None:
         want = tuple(y.shape) + (system.brownian_size,)
         if tuple(g.shape) != want:
             raise ValueError(f"a general-noise diffusion must have shape {want} (state + (m,)), got {tuple(g.shape)}")
+    elif nt is NoiseType.ADDITIVE and system.brownian_size:
+        m = int(system.brownian_size)
+        if g.dim() < 1 or g.shape[-1] != m:
+            raise ValueError(f"an additive (d, m) diffusion must end in m={m} Brownian motions, got shape {tuple(g.shape)}")
+        if _broadcast(tuple(g.shape[:-1]), tuple(y.shape)) != tuple(y.shape):
+            raise ValueError(
+                f"an additive (*event, m) diffusion of shape {tuple(g.shape)} does not fit the state {tuple(y.shape)}"
+            )
     elif nt is NoiseType.DIAGONAL:
         if tuple(g.shape) != tuple(y.shape):
             raise ValueError(f"a diagonal diffusion must have the state's shape {tuple(y.shape)}, got {tuple(g.shape)}")
     else:
-        try:
-            torch.broadcast_shapes(g.shape, y.shape)
-        except RuntimeError:
+        if _broadcast(tuple(g.shape), tuple(y.shape)) is None:
             raise ValueError(
                 f"an {nt.value} diffusion of shape {tuple(g.shape)} does not broadcast to the state {tuple(y.shape)}"
-            ) from None
-        if torch.broadcast_shapes(g.shape, y.shape) != y.shape:
+            )
+        if _broadcast(tuple(g.shape), tuple(y.shape)) != tuple(y.shape):
             raise ValueError(f"an {nt.value} diffusion of shape {tuple(g.shape)} would change the state's shape {tuple(y.shape)}")
+
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The broadcast shape of ``a`` and ``b``, or None (plain Python: ``torch.broadcast_shapes`` on
+    sizes imports ``torch._refs``, seconds on first use)."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
+    out = []
+    for x, y in zip(a, b):
+        if x != y and 1 not in (x, y):
+            return None
+        out.append(max(x, y) if 0 not in (x, y) else 0)
+    return tuple(out)
 
 
 def _save_indices(grid: TimeGrid, save_at: Sequence[float] | str | None) -> list[int]:
@@ -173,6 +220,9 @@ def solve(
     callback: Callback | None = None,
     progress: bool = False,
     check_finite: bool = True,
+    adaptive: PIController | bool | None = None,
+    adjoint: bool = False,
+    adjoint_params: Sequence[Tensor] | None = None,
 ) -> Solution:
     """Integrate ``system`` from ``y0`` along ``grid``.
 
@@ -184,33 +234,58 @@ def solve(
     y0:
         ``(B, *event)`` for one process; ``(K, B, *event)`` when ``coupling`` is given, ``system`` is a
         :class:`~coupled_sde.sde.CoupledSDE`, or ``noise`` is a :class:`~coupled_sde.drivers.PathDriver`.
+        float32 or float64; a float16/bfloat16 state is integrated in float32 (half precision loses
+        the small increments ``f dt`` against the state) and returned in its own dtype.
     grid:
-        A :class:`~coupled_sde.grid.TimeGrid` (or a sequence of times), increasing or decreasing.
+        A :class:`~coupled_sde.grid.TimeGrid` (or a sequence of times), increasing or decreasing. Under
+        ``adaptive`` only its end points and first step (the initial step size) are used.
     integrator:
-        ``"euler"`` (default), ``"heun"``, ``"milstein"`` or an :class:`Integrator`.
+        ``"euler"`` (default), ``"heun"``, ``"milstein"``, ``"sra1"``, ``"reversible_heun"`` or an
+        :class:`Integrator`.
     noise:
         A seed (``int``, or one per sample), a Brownian source, or a driver. ODEs need none.
     coupling:
         How members share noise: ``"synchronous"`` (default), ``"independent"``, ``"reflection"``,
         a correlation ``rho`` or a :class:`~coupled_sde.coupling.Coupling`.
     save_at:
-        ``"all"`` or grid times at which to keep the state (returned as ``Solution.ys``).
+        ``"all"`` or grid times at which to keep the state (returned as ``Solution.ys``); under
+        ``adaptive``, any times in the span, hit exactly.
     callback:
         ``callback(i, t_next, y)`` after every step; returning a tensor replaces the state.
     progress:
         Show a progress bar (tqdm).
     check_finite:
         Raise :class:`~coupled_sde.errors.NonFiniteError` naming the step and members as soon as a
-        drift returns NaN/Inf (one reduction per drift call).
+        drift returns NaN/Inf (one reduction per drift call), or the final state is not finite.
+    adaptive:
+        A :class:`~coupled_sde.adaptive.PIController` (``True``: its defaults): adaptive steps from the
+        integrator's embedded error estimate; rejected steps re-query the same Brownian path over the
+        shorter interval (the noise must be a seed or a source with interval queries).
+    adjoint:
+        Gradients by the reversible Heun method's exact backward pass, O(1) memory in the number of
+        steps (``integrator="reversible_heun"``; see :mod:`coupled_sde.adjoint`). ``adjoint_params``
+        are the tensors to differentiate besides ``y0`` (default: ``system.parameters()`` when the
+        system is a ``torch.nn.Module``).
     """
+    if isinstance(grid, (list, tuple)) and any(isinstance(t, (list, tuple)) for t in grid):
+        raise ValueError("grid must be a flat sequence of times (got a nested list)")
     if not isinstance(grid, TimeGrid):
         grid = TimeGrid(grid)
     if not isinstance(y0, Tensor) or not y0.is_floating_point():
         raise TypeError(
             f"y0 must be a floating-point tensor, got {type(y0).__name__ if not isinstance(y0, Tensor) else y0.dtype}"
         )
+    out_dtype = y0.dtype
+    if y0.dtype in _HALF:
+        y0 = y0.float()
     integ = resolve_integrator(integrator)
     integ.check(system)
+    if adaptive is True:
+        adaptive = PIController()
+    elif adaptive is False:
+        adaptive = None
+    if adaptive is not None and not integ.info.embedded:
+        raise ValueError(f"{integ.info.name} has no embedded error estimate; adaptive steps need 'heun'")
 
     stacked = coupling is not None or isinstance(system, CoupledSDE) or isinstance(noise, PathDriver)
     if stacked and y0.dim() < 2:
@@ -232,10 +307,37 @@ def solve(
     else:
         driver = noise if isinstance(noise, Driver) else BrownianDriver(noise)
         _check_diffusion_shape(sys, grid[0], y)
-    driver.prepare(sys, y.view(stacked_shape), grid, cpl)
+    if isinstance(driver, BrownianDriver):
+        driver.prepare(sys, y.view(stacked_shape), grid, cpl, levy=integ.info.needs_levy_area, intervals=adaptive is not None)
+    else:
+        driver.prepare(sys, y.view(stacked_shape), grid, cpl)
 
     def public(state: Tensor) -> Tensor:  # what users see: (K, B, *event), or (B, *event) for one process
-        return state.view(stacked_shape) if stacked else state.view(stacked_shape[1:])
+        out = state.view(stacked_shape) if stacked else state.view(stacked_shape[1:])
+        return out if out.dtype == out_dtype else out.to(out_dtype)
+
+    if adaptive is not None:
+        from .adaptive import adaptive_loop
+
+        if adjoint or callback is not None:
+            raise ValueError("adaptive steps take no callback and no adjoint")
+        y, ts, saved, acc, rej, times = adaptive_loop(adaptive, integ, sys, driver, grid, y, save_at)
+        ys = torch.stack([public(s) for s in saved]) if saved else None
+        if check_finite:
+            sys.check_state(y, acc - 1, times[-1])
+        return Solution(
+            y=public(y), ts=ts, ys=ys, n_steps=acc, n_drift_evals=sys.n_evals, n_accepted=acc, n_rejected=rej, step_times=times
+        )
+
+    if adjoint:
+        from .adjoint import reversible_adjoint
+
+        if save_at is not None or callback is not None:
+            raise ValueError("adjoint=True returns the final state only (no save_at, no callback)")
+        y = reversible_adjoint(integ, sys, driver, grid, y, system, adjoint_params)
+        if check_finite:
+            sys.check_state(y, grid.n_steps - 1, grid[-2])
+        return Solution(y=public(y), n_steps=grid.n_steps, n_drift_evals=sys.n_evals, n_accepted=grid.n_steps)
 
     save = _save_indices(grid, save_at)
     save_set = set(save)
@@ -246,11 +348,18 @@ def solve(
         from tqdm.auto import tqdm
 
         iterator = tqdm(iterator, desc=f"{integ.info.name} ({grid.n_steps} steps)", leave=False)
+    stateful = getattr(integ, "stateful", False)
+    if stateful:
+        sys.step_index, sys.step_time = 0, grid[0]
+        extra = integ.init_extra(sys, grid[0], y)
     step = integ.step
     for i in iterator:
         t, dt = steps[i]
         sys.step_index, sys.step_time = i, t
-        y = step(sys, t, dt, y, driver.step_noise(i, t, dt, y))
+        if stateful:
+            y, extra = integ.step_extra(sys, t, dt, y, extra, driver.step_noise(i, t, dt, y))
+        else:
+            y = step(sys, t, dt, y, driver.step_noise(i, t, dt, y))
         if callback is not None:
             replaced = callback(i, t + dt, public(y))
             if replaced is not None:
@@ -258,9 +367,14 @@ def solve(
                     raise ValueError(
                         f"the callback returned shape {tuple(replaced.shape)} for a state of shape {tuple(public(y).shape)}"
                     )
-                y = replaced.reshape(y.shape)
+                y = replaced.reshape(y.shape).to(y.dtype)
+                if stateful:
+                    extra = integ.init_extra(sys, t + dt, y)
         if i + 1 in save_set:
             saved.append(y)
+    if check_finite:
+        sys.check_state(y, grid.n_steps - 1, steps[-1][0])
 
     ys = torch.stack([public(s) for s in saved]) if saved else None
-    return Solution(y=public(y), ts=[grid[i] for i in save], ys=ys, n_steps=grid.n_steps, n_drift_evals=sys.n_evals)
+    n = grid.n_steps
+    return Solution(y=public(y), ts=[grid[i] for i in save], ys=ys, n_steps=n, n_drift_evals=sys.n_evals, n_accepted=n)

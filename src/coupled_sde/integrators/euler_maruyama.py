@@ -21,14 +21,13 @@ class EulerMaruyama(Integrator):
         strong_order=0.5,
         strong_order_additive=1.0,
         weak_order=1.0,
-        ode_order=1,
         calculus=Calculus.ITO,
         noise_types=frozenset(NoiseType),
         drift_evals_per_step=1,
     )
 
     def step(self, system: SDE, t: float, dt: float, y: torch.Tensor, noise: StepNoise) -> torch.Tensor:
-        return noise.advance(t, dt, y, system.drift(t, y))
+        return noise.land(y, system.drift(t, y), dt, noise.g_dw(t, y))
 
 
 #: The deterministic counterpart: the same step with g = 0.

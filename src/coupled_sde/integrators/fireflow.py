@@ -30,12 +30,12 @@ __all__ = ["FireFlow"]
 
 
 class FireFlow(ODEIntegrator):
+    # ODE-only: no SDE orders (0 = not applicable); the ODE order, 2, is measured in tests/test_rf_integrators.py
     info = IntegratorInfo(
         name="FireFlow",
         strong_order=0.0,
         strong_order_additive=0.0,
         weak_order=0.0,
-        ode_order=2,
         calculus=Calculus.ITO,
         noise_types=frozenset(),
         drift_evals_per_step=1,
@@ -63,7 +63,7 @@ class FireFlow(ODEIntegrator):
             v = system.drift(t, y)
         half = 0.5 * dt
         v_half = system.drift(t + half, torch.add(y, v, alpha=half))
-        out = noise.advance(t, dt, y, v_half)
+        out = noise.land(y, v_half, dt, 0.0)
         self._system, self._y, self._t, self._v = system, out, t + dt, v_half
         return out
 

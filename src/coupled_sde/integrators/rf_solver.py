@@ -24,12 +24,12 @@ __all__ = ["RFSolver"]
 
 
 class RFSolver(ODEIntegrator):
+    # ODE-only: no SDE orders (0 = not applicable); the ODE order, 2, is measured in tests/test_rf_integrators.py
     info = IntegratorInfo(
         name="RFSolver",
         strong_order=0.0,
         strong_order_additive=0.0,
         weak_order=0.0,
-        ode_order=2,
         calculus=Calculus.ITO,
         noise_types=frozenset(),
         drift_evals_per_step=2,
@@ -41,4 +41,4 @@ class RFSolver(ODEIntegrator):
         v_half = system.drift(t + half, torch.add(y, v, alpha=half))
         dv_dt = (v_half - v).div_(half)
         # x' = x + dt (v + ½ dt ∂_t v): the drift part handed to the (noise-free) step
-        return noise.advance(t, dt, y, dv_dt.mul_(half).add_(v))
+        return noise.land(y, dv_dt.mul_(half).add_(v), dt, 0.0)

@@ -5,6 +5,13 @@ couplings and editing methods against them.
 """
 
 from .gaussian import GaussianData, GaussianMixture
-from .linear import GeometricBrownianMotion, OrnsteinUhlenbeck
+from .linear import CommutativeLinear, GeometricBrownianMotion, OrnsteinUhlenbeck, TimeDependentOU
 
-__all__ = ["GaussianData", "GaussianMixture", "GeometricBrownianMotion", "OrnsteinUhlenbeck"]
+__all__ = [
+    "CommutativeLinear",
+    "GaussianData",
+    "GaussianMixture",
+    "GeometricBrownianMotion",
+    "OrnsteinUhlenbeck",
+    "TimeDependentOU",
+]

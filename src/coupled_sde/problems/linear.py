@@ -7,9 +7,9 @@ import math
 import torch
 
 from ..grid import TimeGrid
-from ..sde import Calculus, LinearSDE
+from ..sde import SDE, Calculus, LinearSDE, NoiseType
 
-__all__ = ["OrnsteinUhlenbeck", "GeometricBrownianMotion"]
+__all__ = ["OrnsteinUhlenbeck", "GeometricBrownianMotion", "TimeDependentOU", "CommutativeLinear"]
 
 Tensor = torch.Tensor
 
@@ -72,3 +72,82 @@ class GeometricBrownianMotion(LinearSDE):
     def mean(self, t: float, x0: Tensor) -> Tensor:
         """``E[X_t] = X_0 e^{mu t}`` (Itô)."""
         return x0 * math.exp(self.mu * t)
+
+
+class TimeDependentOU(SDE):
+    """``dX = −θ X dt + (σ₀ + σ₁ t) M dW``: additive noise whose diffusion depends on time.
+
+    ``M`` is ``None`` (elementwise noise, ``g = σ₀ + σ₁ t``) or a ``(d, m)`` matrix (state-independent
+    matrix diffusion: declared *additive* with ``brownian_size = m``). Every diffusion model's reverse
+    SDE has noise of this type; Heun must average ``g(t)`` and ``g(t + dt)`` on it.
+    """
+
+    calculus = Calculus.ITO
+
+    def __init__(self, theta: float = 1.0, sigma0: float = 0.5, sigma1: float = 1.0, matrix: Tensor | None = None) -> None:
+        self.theta, self.sigma0, self.sigma1 = float(theta), float(sigma0), float(sigma1)
+        self.matrix = matrix
+        self.noise_type = NoiseType.ADDITIVE
+        self.brownian_size = None if matrix is None else int(matrix.shape[-1])
+
+    def drift(self, t: float, y: Tensor) -> Tensor:
+        return y * (-self.theta)
+
+    def diffusion(self, t: float, y: Tensor) -> Tensor | float:
+        c = self.sigma0 + self.sigma1 * t
+        return c if self.matrix is None else c * self.matrix.to(y)
+
+    def solution(self, x0: Tensor, grid: TimeGrid, increments: Tensor) -> Tensor:
+        """Exact solution at every grid point for the piecewise-linear path through ``increments``
+        ``(B, n_steps, *noise)``: on each step ``dX/dt = −θX + g(t) ΔW/h`` is solved in closed form,
+        ``∫_a^b e^{−θ(b−u)} (σ₀ + σ₁ u) du = F(b) − F(a)``, ``F(u) = e^{−θ(b−u)} ((σ₀ + σ₁ u)/θ − σ₁/θ²)``."""
+        th, s0, s1 = self.theta, self.sigma0, self.sigma1
+        x, out = x0, [x0]
+        for i, (a, dt) in enumerate(grid.steps()):
+            b = a + dt
+
+            def F(u: float, b: float = b) -> float:
+                return math.exp(-th * (b - u)) * ((s0 + s1 * u) / th - s1 / th**2)
+
+            dw = increments[:, i]
+            if self.matrix is not None:
+                dw = dw @ self.matrix.to(dw).T
+            x = x * math.exp(-th * dt) + (F(b) - F(a)) / dt * dw
+            out.append(x)
+        return torch.stack(out)
+
+
+class CommutativeLinear(SDE):
+    """``dX_i = μ X_i dt + Σ_j b_ij X_i dW_j`` with ``m`` Brownian motions: *general* noise (or
+    *scalar* for ``m = 1`` with ``scalar=True``) whose exact solution is a function of ``W_T``:
+    ``X_i(T) = X_i(0) exp((μ − c Σ_j b_ij²) T + Σ_j b_ij W_j(T))``, ``c = ½`` (Itô) or 0 (Stratonovich).
+    States ``(B, d)``; ``b`` is ``(d, m)``."""
+
+    def __init__(self, mu: float, b: Tensor, calculus: Calculus | str = "ito", scalar: bool = False) -> None:
+        self.mu, self.b = float(mu), b
+        self.calculus = Calculus(calculus)
+        if scalar:
+            if b.shape[1] != 1:
+                raise ValueError("scalar noise has one Brownian motion: b must be (d, 1)")
+            self.noise_type, self.brownian_size = NoiseType.SCALAR, None
+        else:
+            self.noise_type, self.brownian_size = NoiseType.GENERAL, int(b.shape[1])
+
+    def drift(self, t: float, y: Tensor) -> Tensor:
+        return self.mu * y
+
+    def diffusion(self, t: float, y: Tensor) -> Tensor:
+        b = self.b.to(y)
+        if self.noise_type is NoiseType.SCALAR:
+            return y * b[:, 0]
+        return y.unsqueeze(-1) * b
+
+    def solution(self, x0: Tensor, grid: TimeGrid, increments: Tensor) -> Tensor:
+        """Exact final state from the increments ``(B, n_steps, m)`` (or ``(B, n_steps)`` for scalar noise)."""
+        w = increments.sum(1)
+        if w.dim() == 1:
+            w = w.unsqueeze(-1)
+        b = self.b.to(x0)
+        c = 0.5 if self.calculus is Calculus.ITO else 0.0
+        T = grid.t1 - grid.t0
+        return x0 * torch.exp((self.mu - c * (b * b).sum(1)) * T + w @ b.T)

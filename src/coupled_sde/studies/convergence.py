@@ -20,7 +20,7 @@ from ..integrators import Integrator, resolve_integrator
 from ..sde import SDE
 from ..solve import solve
 
-__all__ = ["ConvergenceResult", "fit_order", "strong_convergence", "weak_convergence"]
+__all__ = ["ConvergenceResult", "FinePathLevy", "fit_order", "strong_convergence", "weak_convergence"]
 
 Tensor = torch.Tensor
 #: ``reference(fine_grid, increments) -> final state``; increments ``(B, n_fine, *noise)``.
@@ -57,6 +57,45 @@ def fit_order(step_sizes: list[float], errors: list[float]) -> tuple[float, floa
     return float(sol[0]), math.exp(float(sol[1]))
 
 
+class FinePathLevy:
+    """A Brownian source on a fine grid that also answers the space-time Lévy area of any sub-grid's
+    steps, computed from the fine path (piecewise linear between the fine points).
+
+    With ``w_k`` the path at the ``r`` fine points inside a coarse step of length ``h`` (relative to
+    its start, ``w_r = ΔW``), ``H = (1/h) ∫ (W_u − W_s − (u − s)/h ΔW) du`` is, for the piecewise-linear
+    path, ``(1/r)(Σ_{k<r} w_k + w_r/2) − w_r/2`` (the trapezoidal rule is exact on it). This is what
+    order studies of SRA-type methods need on a path shared by all levels; the missing area inside the
+    fine steps has variance ``h_fine/12`` per fine step, below the coarse levels' errors.
+    """
+
+    def __init__(self, fine: GridBrownian) -> None:
+        self.fine, self.grid, self.shape = fine, fine.grid, fine.shape
+
+    def increment(self, s: float, t: float) -> Tensor:
+        return self.fine.increment(s, t)
+
+    def on_grid(self, grid: TimeGrid) -> Tensor:
+        return self.fine.on_grid(grid)
+
+    def levy_on_grid(self, grid: TimeGrid) -> tuple[Tensor, Tensor]:
+        """``(ΔW, H)``, each ``(S, B, n_steps, *noise)``, for a uniform sub-grid of the fine grid."""
+        table = self.fine.on_grid(self.grid)
+        if self.grid.n_steps % grid.n_steps or not grid.is_subgrid_of(self.grid):
+            raise ValueError(f"{grid!r} is not a uniform coarsening of the fine path's {self.grid!r}")
+        r = self.grid.n_steps // grid.n_steps
+        w = table.reshape(table.shape[:2] + (grid.n_steps, r) + table.shape[3:]).cumsum(3)
+        dw = w[:, :, :, -1]
+        inner = w[:, :, :, :-1].sum(3)
+        return dw, (inner + 0.5 * dw) / r - 0.5 * dw
+
+    def space_time_levy_area(self, s: float, t: float) -> tuple[Tensor, Tensor]:
+        i, j = self.grid.index(s), self.grid.index(t)
+        w = self.fine.on_grid(self.grid)[:, :, i:j].cumsum(2)
+        r = j - i
+        dw = w[:, :, -1]
+        return dw, (w[:, :, :-1].sum(2) + 0.5 * dw) / r - 0.5 * dw
+
+
 def _levels(coarse: TimeGrid, levels: int, factor: int, reference_refine: int) -> tuple[list[TimeGrid], TimeGrid]:
     grids = [coarse.refine(factor**k) for k in range(levels)]
     return grids, grids[-1].refine(reference_refine)
@@ -76,7 +115,8 @@ def strong_convergence(
 ) -> ConvergenceResult:
     """Strong error ``E|X_h(T) - X(T)|`` at ``levels`` step sizes ``h, h/factor, ...``.
 
-    ``y0`` is ``(B, *event)``: ``B`` independent paths. ``reference`` gives the exact final state
+    ``y0`` is ``(B, *event)``: ``B`` independent paths. Methods that need the space-time Lévy area
+    (SRA1) get it from the fine path (:class:`FinePathLevy`). ``reference`` gives the exact final state
     from the finest increments (e.g. :meth:`GeometricBrownianMotion.solution`); by default the same
     integrator on a grid ``reference_refine`` times finer than the finest level is the reference.
     """
@@ -84,6 +124,8 @@ def strong_convergence(
     grids, fine = _levels(coarse, levels, factor, reference_refine)
     noise_shape = system.brownian_shape(tuple(y0.shape[1:]))
     source = GridBrownian(fine, y0.shape[0], noise_shape, seed=seed, dtype=y0.dtype, device=y0.device)
+    if integ.info.needs_levy_area:
+        source = FinePathLevy(source)
     if reference is None:
         ref = solve(system, y0, fine, integ, noise=source).y
     else:
