@@ -46,7 +46,7 @@ class RandomPrompts:
         return getattr(self.backbone, name)
 
     def encode_conditions(self, conditions):
-        from coupled_sde.backends.diffusers.flux import FluxConditions
+        from coupled_sde.backends.hf.flux import FluxConditions
 
         tr = self.backbone.pipe.transformer
         dev, dtype = tr.device, tr.dtype
@@ -68,7 +68,7 @@ class RandomPrompts:
 
 
 def build(args):
-    from coupled_sde.backends.diffusers import FluxBackbone, tiny_flux_pipeline
+    from coupled_sde.backends.hf import FluxBackbone, tiny_flux_pipeline
 
     pipe = tiny_flux_pipeline()
     if args.full:

@@ -37,9 +37,10 @@ from typing import Any
 import torch
 
 from coupled_sde.backends.base import Condition
-from coupled_sde.backends.diffusers.flux import FluxBackbone, FluxConditions
+from coupled_sde.backends.hf.flux import FluxBackbone, FluxConditions
 from coupled_sde.editing import flowedit, sync_sde
 from coupled_sde.editing.rf_inversion import rf_inversion
+from coupled_sde.schedules import RectifiedFlow
 
 FLUX_DEV = dict(
     patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128, num_attention_heads=24,
@@ -120,11 +121,8 @@ class TimingSD3:
 
     def __init__(self, transformer: torch.nn.Module, device: torch.device, seq_len: int, cfg: float = 3.5) -> None:
         self.transformer, self.device, self.seq_len, self.cfg = transformer, device, seq_len, cfg
+        self.schedule = RectifiedFlow(shift=3.0)
 
-    def sigmas(self, n_steps: int, latent_shape: Any = None) -> torch.Tensor:
-        s = torch.linspace(1.0, 1.0 / n_steps, n_steps, dtype=torch.float64)
-        shift = 3.0
-        return torch.cat([shift * s / (1 + (shift - 1) * s), torch.zeros(1, dtype=torch.float64)])
 
     def encode_conditions(self, conditions: list[Condition]) -> tuple[torch.Tensor, torch.Tensor]:
         cfg, n = self.transformer.config, 2 * len(conditions)  # conditional + negative row per member
@@ -157,10 +155,7 @@ class SeparateCalls:
     """The reference's layout: one model call per member (the members of a stage are not batched)."""
 
     def __init__(self, backbone: Any) -> None:
-        self.backbone, self.prediction = backbone, backbone.prediction
-
-    def sigmas(self, n_steps: int, latent_shape: Any) -> torch.Tensor:
-        return self.backbone.sigmas(n_steps, latent_shape)
+        self.backbone, self.prediction, self.schedule = backbone, backbone.prediction, backbone.schedule
 
     def encode_conditions(self, conditions: list[Condition]) -> list[Any]:
         return [self.backbone.encode_conditions([c]) for c in conditions]
@@ -183,10 +178,10 @@ def _methods(case: Case) -> dict[str, Callable[[Any, torch.Tensor], Any]]:
     n, start = case.steps, case.start
     src, tgt = "a photo of a cat", "a photo of a dog"
     return {
-        "sync-sde fused": lambda b, x: sync_sde(b, x, src, tgt, n_steps=n, start=start, seed=0),
-        "sync-sde two calls": lambda b, x: sync_sde(SeparateCalls(b), x, src, tgt, n_steps=n, start=start, seed=0),
-        "flowedit": lambda b, x: flowedit(b, x, src, tgt, n_steps=n, n_max=n - start, source_guidance=None, target_guidance=None),
-        "rf-inversion": lambda b, x: rf_inversion(b, x, src, tgt, n_steps=n, seed=0),
+        "sync-sde fused": lambda b, x: sync_sde(b, x, src, tgt, n_steps=n, start=start, noise=0),
+        "sync-sde two calls": lambda b, x: sync_sde(SeparateCalls(b), x, src, tgt, n_steps=n, start=start, noise=0),
+        "flowedit": lambda b, x: flowedit(b, x, src, tgt, n_steps=n, n_max=n - start, noise=0),
+        "rf-inversion": lambda b, x: rf_inversion(b, x, src, tgt, n_steps=n, start=0, noise=0),
     }
 
 
@@ -229,7 +224,7 @@ def time_case(case: Case, device: torch.device, repeats: int, offload_hook: Any 
 def flux_case(tiny: bool, device: torch.device, dtype: torch.dtype) -> Case:
     from diffusers import FluxTransformer2DModel
 
-    from coupled_sde.backends.diffusers import tiny_flux_pipeline
+    from coupled_sde.backends.hf import tiny_flux_pipeline
 
     pipe = tiny_flux_pipeline(seed=0)  # scheduler (FLUX.1-dev's dynamic shift) and VAE scale factor
     transformer = CountingTransformer(_build(FluxTransformer2DModel, TINY_FLUX if tiny else FLUX_DEV, device, dtype, 0))

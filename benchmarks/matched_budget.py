@@ -1,6 +1,6 @@
 """Every editing method at equal model evaluations (18, 28, 48 per edit) on the shipped digits model.
 
-Methods come from the method registry (``coupled_sde.editing.METHODS``), plus ODE inversion with each
+Methods come from the method registry (``coupled_sde.editing.methods()``), plus ODE inversion with each
 ODE integrator (Euler, RF-Solver, FireFlow): a method added to the registry joins without an edit
 here. For a budget ``B`` each method gets the largest schedule whose *measured* cost (the
 ``model_evaluations`` its result reports, probed on one edit) is at most ``B``, with the edit window
@@ -27,7 +27,7 @@ import torch
 
 from coupled_sde.backends.base import Condition
 from coupled_sde.backends.digits import DigitsBackbone, load_classifier, load_heldout, pixels_to_model
-from coupled_sde.editing import METHODS, edit_latents
+from coupled_sde.editing import edit_latents, methods
 from coupled_sde.studies.digits_editing import SOURCE_GUIDANCE, TARGET_GUIDANCE, pick_edits
 
 #: Extra variants of a registered method (ODE inversion's integrators are its editing methods).
@@ -50,8 +50,6 @@ def settings_for(method: str, n_steps: int, extra: dict[str, Any], skip_fraction
         s["n_max"] = n_steps - skip
     else:
         s["start"] = skip
-    if method == "flowedit":  # the conditions carry the guidance, as for every other method
-        s.update(source_guidance=None, target_guidance=None)
     return s
 
 
@@ -92,7 +90,7 @@ def fit_budget(backbone: Any, x: torch.Tensor, method: str, extra: dict[str, Any
 
 
 def run(
-    n: int = 360, budgets: Sequence[int] = (18, 28, 48), seed: int = 0, methods: Sequence[str] | None = None, skip: float = SKIP
+    n: int = 360, budgets: Sequence[int] = (18, 28, 48), seed: int = 0, names: Sequence[str] | None = None, skip: float = SKIP
 ) -> list[dict[str, Any]]:
     """The matched-budget table as rows (see :data:`COLUMNS`)."""
     backbone, classifier = DigitsBackbone(), load_classifier()
@@ -103,7 +101,7 @@ def run(
     seeds = [seed + i for i in range(n)]
     rows = []
     for budget in budgets:
-        for method in methods or list(METHODS):
+        for method in names or list(methods()):
             for extra in VARIANTS.get(method, [{}]):
                 fitted = fit_budget(backbone, x, method, extra, budget, skip)
                 label = method + "".join(f"[{v}]" for v in extra.values())

@@ -65,7 +65,7 @@ def test_page_examples_run(page: Path, tmp_path, monkeypatch):
     blocks = [(line, code) for line, info, code in code_blocks(page.read_text(encoding="utf-8")) if runnable(info)]
     if not blocks:
         pytest.skip("no runnable python blocks")
-    if any("coupled_sde.backends.diffusers" in code for _, code in blocks):
+    if any("coupled_sde.backends.hf" in code for _, code in blocks):
         for package in ("diffusers", "transformers"):
             if importlib.util.find_spec(package) is None:
                 pytest.skip(f'this page needs the optional dependency {package!r}: pip install "coupled-sde[diffusers]"')

@@ -4,13 +4,17 @@ The core is one idea: K stochastic processes stepped in lockstep on one time gri
 evaluated by one batched call, each member's noise derived from one Brownian source through a
 coupling. Samplers, sync-SDE, SDEdit, FlowEdit, ODE inversion and convergence studies are
 configurations of :func:`solve`.
+
+Importing the package loads the core only; the editing layer (and PIL, through it) is imported on
+first use of :func:`edit_image` or :mod:`coupled_sde.editing`.
 """
+
+from typing import Any
 
 from .adaptive import PIController
 from .brownian import BrownianSource, GridBrownian, IntervalBrownian, RecordedBrownian
 from .coupling import Correlated, Coupling, Independent, Reflection, Synchronous
 from .drivers import BrownianDriver, PathDriver
-from .editing.image_api import edit_image
 from .errors import MissingDependencyError, NonFiniteError
 from .grid import TimeGrid
 from .integrators import SRA1, Euler, EulerMaruyama, Heun, Integrator, Milstein, ReversibleHeun
@@ -56,3 +60,12 @@ __all__ = [
     "edit_image",
     "solve",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy attributes (PEP 562): the editing facade is imported on first use."""
+    if name == "edit_image":
+        from .editing.api import edit_image
+
+        return edit_image
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

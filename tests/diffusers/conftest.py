@@ -15,7 +15,7 @@ _REASON = 'the diffusers backends need the optional dependencies: pip install "c
 pytest.importorskip("diffusers", reason=_REASON)
 pytest.importorskip("transformers", reason=_REASON)
 
-from coupled_sde.backends.diffusers import (  # noqa: E402
+from coupled_sde.backends.hf import (  # noqa: E402
     FluxBackbone,
     StableDiffusionBackbone,
     tiny_flux_pipeline,

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from coupled_sde import cli
-from coupled_sde.editing import image_api
-from coupled_sde.editing.image_api import edit_image, model_family, resolve_settings
+from coupled_sde.editing import api as image_api
+from coupled_sde.editing.api import edit_image, model_family, resolve_settings
 
 
 @pytest.fixture(scope="module")
@@ -155,9 +155,11 @@ def test_stable_diffusion_edit(main, sd_dir, tmp_path, capsys):
     assert Image.open(tmp_path / "sd.png").size == (32, 32)
 
 
-def test_flowedit_on_stable_diffusion_is_refused_before_loading(main, sd_dir, tmp_path, capsys, no_loading):
-    assert main(_args(sd_dir, _image(tmp_path / "in.png"), tmp_path / "o.png", "--method", "flowedit")) == 1
-    assert "FLUX" in capsys.readouterr().err
+def test_bad_settings_and_methods_are_refused_before_loading(main, sd_dir, tmp_path, capsys, no_loading):
+    assert main(_args(sd_dir, _image(tmp_path / "in.png"), tmp_path / "o.png", "--eta", "-1")) == 1
+    assert "eta=-1.0 is outside [0, inf]" in capsys.readouterr().err
+    assert main(_args(sd_dir, _image(tmp_path / "in.png"), tmp_path / "o.png", "--method", "magic")) == 1
+    assert "unknown method 'magic'" in capsys.readouterr().err
 
 
 def test_edit_image_api(flux_dir, flux_pipe, flux, tmp_path):
@@ -177,10 +179,12 @@ def test_edit_image_api(flux_dir, flux_pipe, flux, tmp_path):
 
 
 def test_settings_defaults_and_errors(flux, schnell, sd):
-    assert resolve_settings(flux, "sync-sde") == {"steps": 28, "start": 4, "guidance": 1.0, "source_guidance": 1.0}
+    assert resolve_settings(flux, "sync-sde") == {
+        "steps": 28, "start": 4, "guidance": 1.0, "source_guidance": 1.0, "eta": 1.0, "coupling": "synchronous"
+    }  # fmt: skip
     assert resolve_settings(flux, "flowedit")["source_guidance"] == 1.5
     flowedit = resolve_settings(flux, "flowedit", {"n_max": 20})
-    assert flowedit == {"steps": 28, "n_max": 20, "guidance": 5.5, "source_guidance": 1.5}
+    assert flowedit == {"steps": 28, "n_max": 20, "guidance": 5.5, "source_guidance": 1.5, "n_min": 0, "n_avg": 1}
     assert resolve_settings(flux, "sync-sde", {"guidance": 3.5})["source_guidance"] == 3.5
     assert "guidance" not in resolve_settings(schnell, "sync-sde")  # no guidance embedding: no warning either
     assert resolve_settings(sd, "sync-sde")["steps"] == 50
@@ -188,5 +192,4 @@ def test_settings_defaults_and_errors(flux, schnell, sd):
         resolve_settings(flux, "sdedit", {"source_guidance": 2.0})
     with pytest.raises(ValueError, match="not both"):
         resolve_settings(flux, "flowedit", {"start": 4, "n_max": 24})
-    with pytest.raises(ValueError, match="FLUX"):
-        resolve_settings(sd, "flowedit")
+    assert resolve_settings(sd, "flowedit")["steps"] == 50  # FlowEdit in its DDIM form: SD's grid, not FLUX's

@@ -9,8 +9,8 @@ import torch
 from reference_flux_sync_sde import flux_reference_sigmas, reference_flux_sync_sde
 
 from coupled_sde.backends.base import Condition, ImageBackbone
-from coupled_sde.backends.diffusers import FluxBackbone, tiny_flux_pipeline
-from coupled_sde.backends.diffusers.flux import calculate_shift, flux_sigmas, pack_latents, unpack_latents
+from coupled_sde.backends.hf import FluxBackbone, tiny_flux_pipeline
+from coupled_sde.backends.hf.flux import calculate_shift, flux_sigmas, pack_latents, unpack_latents
 
 LATENT = (16, 8, 8)  # a 64x64 image
 MAX_SEQUENCE_LENGTH = 32  # T5 prompt length; the same as the backbone fixtures' (conftest.py)
@@ -170,7 +170,7 @@ def test_sigmas_match_the_pipeline(request, which, image_size, n_steps):
     pipe = backbone.pipe
     height, width = image_size
     latent_shape = backbone.latent_shape(height, width)
-    sigmas = backbone.sigmas(n_steps, latent_shape)
+    sigmas = backbone.schedule.grid(n_steps, latent_shape).times
     assert sigmas.dtype == torch.float64 and sigmas.shape == (n_steps + 1,) and sigmas[-1] == 0
     assert torch.all(sigmas[1:] < sigmas[:-1])
 
@@ -197,7 +197,7 @@ def test_sigmas_at_1024_match_the_scheduler_and_the_paper(flux, flux_pipe):
     scheduler = copy.deepcopy(flux_pipe.scheduler)
     s = torch.linspace(1.0, 1.0 / 28, 28, dtype=torch.float64)
     scheduler.set_timesteps(sigmas=s.tolist(), mu=mu)
-    sigmas = flux.sigmas(28, latent_shape)
+    sigmas = flux.schedule.grid(28, latent_shape).times
     torch.testing.assert_close(sigmas.float(), scheduler.sigmas, rtol=1e-6, atol=1e-7)
     assert sigmas[4] == pytest.approx(0.95, abs=0.01)  # the reference start t0 = sigma_{i0=4}
     torch.testing.assert_close(sigmas, flux_reference_sigmas(flux_pipe, 28, 128, 128), rtol=1e-15, atol=0)

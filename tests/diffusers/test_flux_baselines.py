@@ -13,10 +13,9 @@ import torch
 from reference_flux_sync_sde import _velocity  # unpacked u(x, sigma, c), guidance embedding 1.0
 
 from coupled_sde.backends.base import Condition
-from coupled_sde.backends.diffusers.flux import calculate_shift
 from coupled_sde.editing import edit_latents, ode_inversion
-from coupled_sde.editing.common import schedule
 from coupled_sde.editing.rf_inversion import rf_inversion
+from coupled_sde.schedules import calculate_shift
 
 SRC, TGT = "a photo of a cat", "a photo of a dog"
 
@@ -117,7 +116,7 @@ def test_rf_inversion_closed_forms(flux, images):
 def _reference_ode_edit(pipe, flux, x0, n, start, step_kind):
     """``denoise_<kind>(inverse=True)`` under the source then ``(inverse=False)`` under the target."""
     msl = flux.max_sequence_length
-    timesteps = [float(s) for s in schedule(flux, n, x0.shape[1:])][start:]
+    timesteps = [float(s) for s in flux.schedule.grid(n, x0.shape[1:]).times][start:]
     h, w = x0.shape[-2:]
     ids = pipe._prepare_latent_image_ids(x0.shape[0], h // 2, w // 2, "cpu", pipe.transformer.dtype)
 

@@ -6,7 +6,6 @@ from reference_flux_sync_sde import reference_flux_sync_sde  # tests/diffusers i
 from coupled_sde.backends.base import Condition
 from coupled_sde.brownian import GridBrownian
 from coupled_sde.editing import edit_images, flowedit, sync_sde
-from coupled_sde.editing.common import schedule, start_grid
 
 
 def _latents(flux, images):
@@ -16,8 +15,8 @@ def _latents(flux, images):
 def test_sync_sde_matches_the_reference_loop(flux, flux_pipe, images):
     x0 = _latents(flux, images)
     n, i0 = 8, 2
-    ours = sync_sde(flux, x0, "a photo of a cat", "a photo of a dog", n_steps=n, start=i0, seed=[3, 4][: x0.shape[0]])
-    grid = start_grid(schedule(flux, n, x0.shape[1:]), i0)
+    ours = sync_sde(flux, x0, "a photo of a cat", "a photo of a dog", n_steps=n, start=i0, noise=[3, 4][: x0.shape[0]])
+    grid = flux.schedule.grid(n, x0.shape[1:]).sub(i0)
     xi = GridBrownian(grid, x0.shape[0], tuple(x0.shape[1:]), seed=[3, 4][: x0.shape[0]]).normals(0, n - i0)[0].transpose(0, 1)
     ref = reference_flux_sync_sde(
         flux_pipe, x0, "a photo of a cat", "a photo of a dog", n, i0, xi, max_sequence_length=flux.max_sequence_length

@@ -26,14 +26,14 @@ def test_importing_the_backends_without_diffusers_says_how_to_install(monkeypatc
         return None if name == "diffusers" else real_find_spec(name, *args, **kwargs)
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    monkeypatch.delitem(sys.modules, "coupled_sde.backends.diffusers", raising=False)
+    monkeypatch.delitem(sys.modules, "coupled_sde.backends.hf", raising=False)
     with pytest.raises(ImportError, match=r'pip install "coupled-sde\[diffusers\]"'):
-        importlib.import_module("coupled_sde.backends.diffusers")
+        importlib.import_module("coupled_sde.backends.hf")
 
 
 def test_import_is_lazy():
     """The package exports resolve on first access (diffusers itself is only imported then)."""
-    package = importlib.import_module("coupled_sde.backends.diffusers")
+    package = importlib.import_module("coupled_sde.backends.hf")
     assert set(package.__all__) <= set(dir(package))
     assert package.FluxBackbone.__name__ == "FluxBackbone"
     with pytest.raises(AttributeError):

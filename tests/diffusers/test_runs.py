@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from coupled_sde import cli
-from coupled_sde.editing import image_api
+from coupled_sde.editing import api as image_api
 from coupled_sde.runs import (
     ResultsWriter,
     load_settings,
@@ -222,7 +222,7 @@ def test_settings_lists_grids_and_per_method(tmp_path):
     file.write_text("sync-sde:\n  start: [2, 4]\n")
     assert load_settings(file, methods) == {"sync-sde": [{"start": 2}, {"start": 4}], "flowedit": [{}]}
     with pytest.raises(ValueError, match="does not take"):
-        load_settings([{"integrator": "heun"}], methods)  # FlowEdit has no integrator
+        load_settings([{"coupling": "independent"}], methods)  # FlowEdit has no coupling
     with pytest.raises(ValueError, match="not among the methods"):
         load_settings({"sdedit": {}}, methods)
 
@@ -315,7 +315,7 @@ def test_accelerate_launch_two_cpu_processes(flux_dir, tmp_path):
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
     command += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
-    command += ["-m", "coupled_sde.runs.launch", "--model", str(flux_dir), "--dataset", str(data), "--out", str(out)]
+    command += ["-m", "coupled_sde", "run", "--accelerate", "--model", str(flux_dir), "--dataset", str(data), "--out", str(out)]
     command += ["--settings", json.dumps(FAST), "--device", "cpu", "--quiet"]
     t0 = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from coupled_sde.backends.base import Condition, ImageBackbone
-from coupled_sde.backends.diffusers import StableDiffusionBackbone, tiny_sd_pipeline
+from coupled_sde.backends.hf import StableDiffusionBackbone, tiny_sd_pipeline
 
 LATENT = (4, 8, 8)  # a 64x64 image
 
@@ -82,16 +82,17 @@ def test_true_cfg_is_rejected_and_ignored_negatives_warn(sd):
 
 
 def test_alphas_cumprod_is_float64_and_matches_the_scheduler(sd, sd_pipe):
-    assert sd.alphas_cumprod.dtype == torch.float64 and sd.alphas_cumprod.shape == (1000,)
-    torch.testing.assert_close(sd.alphas_cumprod.float(), sd_pipe.scheduler.alphas_cumprod, rtol=1e-5, atol=1e-7)
-    assert sd.final_alpha_cumprod == pytest.approx(float(sd.alphas_cumprod[0]))  # set_alpha_to_one=False
+    ac = sd.schedule.alphas_cumprod
+    assert ac.dtype == torch.float64 and ac.shape == (1000,)
+    torch.testing.assert_close(ac.float(), sd_pipe.scheduler.alphas_cumprod, rtol=1e-5, atol=1e-7)
+    assert sd.schedule.final_alpha_cumprod == pytest.approx(float(ac[0]))  # set_alpha_to_one=False
 
 
 @pytest.mark.parametrize("schedule", ["linear", "squaredcos_cap_v2"])
 def test_alphas_cumprod_other_beta_schedules(sd_pipe, schedule):
     from diffusers import DDIMScheduler
 
-    from coupled_sde.backends.diffusers.stable_diffusion import alphas_cumprod_float64
+    from coupled_sde.backends.hf.stable_diffusion import alphas_cumprod_float64
 
     scheduler = DDIMScheduler.from_config(sd_pipe.scheduler.config, beta_schedule=schedule)
     torch.testing.assert_close(alphas_cumprod_float64(scheduler).float(), scheduler.alphas_cumprod, rtol=1e-5, atol=1e-6)
@@ -105,7 +106,7 @@ def test_timesteps_match_ddim(sd_pipe, n_steps, spacing):
     scheduler = DDIMScheduler.from_config(sd_pipe.scheduler.config, timestep_spacing=spacing)
     backbone = StableDiffusionBackbone(tiny_pipe_with(sd_pipe, scheduler))
     scheduler.set_timesteps(n_steps)
-    timesteps = backbone.timesteps(n_steps)
+    timesteps = backbone.schedule.timesteps(n_steps)
     assert timesteps.dtype == torch.int64
     assert torch.equal(timesteps, scheduler.timesteps)
 
@@ -116,10 +117,10 @@ def tiny_pipe_with(pipe, scheduler):
 
 
 def test_sd_default_timesteps(sd):
-    timesteps = sd.timesteps(50)
+    timesteps = sd.schedule.timesteps(50)
     assert timesteps[0] == 981 and timesteps[-1] == 1 and torch.all(timesteps[1:] < timesteps[:-1])
     with pytest.raises(ValueError, match="n_steps"):
-        sd.timesteps(0)
+        sd.schedule.timesteps(0)
 
 
 def test_encode_decode_shapes_and_seeds(sd, sd_pipe, images):

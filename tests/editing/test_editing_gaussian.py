@@ -23,7 +23,7 @@ def _corr(a, b):
 @pytest.mark.parametrize("integrator", ["euler", "heun"])
 @pytest.mark.parametrize("n_steps, start", [(3, 1), (10, 2), (28, 4)])
 def test_same_prompt_returns_the_source_exactly(integrator, n_steps, start):
-    out = sync_sde(BB, X_SRC[:64], 0, 0, n_steps=n_steps, start=start, integrator=integrator, seed=3)
+    out = sync_sde(BB, X_SRC[:64], 0, 0, n_steps=n_steps, start=start, integrator=integrator, noise=3)
     assert torch.equal(out.latents, X_SRC[:64])
 
 
@@ -38,7 +38,7 @@ def test_sync_sde_has_the_target_marginals_and_stays_close_to_the_source():
     se_mean = 0.8 / math.sqrt(len(X_SRC))
     assert torch.allclose(out.mean(0), GM.means[1], atol=5 * se_mean + 0.01)
     assert torch.allclose(out.std(0), GM.stds[1], atol=0.03)
-    sde = sdedit(BB, X_SRC, 1, n_steps=28, start=1).latents
+    sde = sdedit(BB, X_SRC, 0, 1, n_steps=28, start=1).latents
     assert torch.allclose(sde.std(0), GM.stds[1], atol=0.03)
     assert _corr(out, X_SRC) > 0.9 and _corr(sde, X_SRC) < 0.1
 
@@ -61,16 +61,16 @@ def test_coupling_ablations_are_less_faithful_than_synchronous():
 
 
 def test_per_sample_seeds_do_not_depend_on_the_batch():
-    a = sync_sde(BB, X_SRC[:5], 0, 1, seed=[10, 11, 12, 13, 14]).latents
-    b = sync_sde(BB, X_SRC[[2]], 0, 1, seed=[12]).latents
+    a = sync_sde(BB, X_SRC[:5], 0, 1, noise=[10, 11, 12, 13, 14]).latents
+    b = sync_sde(BB, X_SRC[[2]], 0, 1, noise=[12]).latents
     assert torch.equal(a[2], b[0])
-    c = sync_sde(BB, X_SRC[:5], 0, 1, seed=[10, 11, 12, 13, 14]).latents
+    c = sync_sde(BB, X_SRC[:5], 0, 1, noise=[10, 11, 12, 13, 14]).latents
     assert torch.equal(a, c)
-    assert not torch.equal(a, sync_sde(BB, X_SRC[:5], 0, 1, seed=[20, 11, 12, 13, 14]).latents)
-    s1 = sdedit(BB, X_SRC[:3], 1, seed=[5, 6, 7]).latents
-    assert torch.equal(s1[1], sdedit(BB, X_SRC[[1]], 1, seed=[6]).latents[0])
-    f1 = flowedit(BB, X_SRC[:3], 0, 1, seed=[5, 6, 7]).latents
-    assert torch.equal(f1[2], flowedit(BB, X_SRC[[2]], 0, 1, seed=[7]).latents[0])
+    assert not torch.equal(a, sync_sde(BB, X_SRC[:5], 0, 1, noise=[20, 11, 12, 13, 14]).latents)
+    s1 = sdedit(BB, X_SRC[:3], 0, 1, noise=[5, 6, 7]).latents
+    assert torch.equal(s1[1], sdedit(BB, X_SRC[[1]], 0, 1, noise=[6]).latents[0])
+    f1 = flowedit(BB, X_SRC[:3], 0, 1, noise=[5, 6, 7]).latents
+    assert torch.equal(f1[2], flowedit(BB, X_SRC[[2]], 0, 1, noise=[7]).latents[0])
 
 
 def test_mask_keeps_the_source_exactly_outside():
@@ -84,7 +84,7 @@ def test_mask_keeps_the_source_exactly_outside():
     rec = ode_inversion(BB, X_SRC[:200], 0, 0, n_steps=50, start=2).latents
     assert torch.allclose(inv[:, 1], rec[:, 1], atol=1e-5)
     assert (inv[:, 0] - rec[:, 0]).abs().mean() > 1.0
-    with pytest.raises(ValueError, match="not by sdedit"):
+    with pytest.raises(ValueError, match="does not support masks"):
         edit_latents(BB, X_SRC[:4], "sdedit", 0, 1, mask=mask)
 
 
@@ -116,9 +116,9 @@ def test_flowedit_equals_a_direct_transcription(n_min):
     from coupled_sde import GridBrownian, TimeGrid
 
     x = X_SRC[:16]
-    sig = BB.sigmas(12)
+    sig = BB.schedule.grid(12).times
     eps = GridBrownian(TimeGrid(sig), 16, (2,), seed=4).normals(0, 12)[0]
-    ours = flowedit(BB, x, 0, 1, n_steps=12, n_max=9, n_min=n_min, source_guidance=1.5, target_guidance=3.0, seed=4)
+    ours = flowedit(BB, x, Condition(0, 1.5), Condition(1, 3.0), n_steps=12, n_max=9, n_min=n_min, noise=4)
     ref = _flowedit_transcription(x, eps, sig, 9, n_min, 1.5, 3.0)
     assert torch.allclose(ours.latents, ref, atol=1e-6)
     assert ours.model_calls == 9 and ours.model_evaluations == 2 * (9 - n_min) + n_min
@@ -127,7 +127,7 @@ def test_flowedit_equals_a_direct_transcription(n_min):
 def test_model_call_counts():
     assert sync_sde(BB, X_SRC[:4], 0, 1, n_steps=28, start=4).model_evaluations == 48  # the paper's count
     assert sync_sde(BB, X_SRC[:4], 0, 1, n_steps=28, start=4).model_calls == 24  # one batched call per step
-    assert sdedit(BB, X_SRC[:4], 1, n_steps=28, start=4).model_calls == 24
+    assert sdedit(BB, X_SRC[:4], 0, 1, n_steps=28, start=4).model_calls == 24
     assert ode_inversion(BB, X_SRC[:4], 0, 1, n_steps=28, start=4).model_calls == 48
     assert ode_inversion(BB, X_SRC[:4], 0, 1, n_steps=28, start=4, integrator="heun").model_calls == 96
 

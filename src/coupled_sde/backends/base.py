@@ -8,11 +8,15 @@ which model it runs.
 
 Conventions (the ones diffusers users already know):
 
-* ``prediction == "flow"`` (rectified flow: FLUX, SD3, the shipped digits model): noise level
-  ``sigma`` in [0, 1], ``x_sigma = (1 - sigma) x0 + sigma eps``; the network output ``u`` estimates
-  ``eps - x0`` (so ``-u`` points towards the data).
-* ``prediction in {"epsilon", "v"}`` (VP diffusion: Stable Diffusion 1.x/2.x): a discrete
-  ``alphas_cumprod`` schedule indexed by integer timesteps; ``t`` is passed as that integer.
+* ``schedule``: the noise schedule (:mod:`coupled_sde.schedules`), e.g. rectified flow (FLUX, SD3,
+  the digits model: ``x_sigma = (1 - sigma) x0 + sigma eps``) or discrete VP (Stable Diffusion:
+  ``alphas_cumprod`` over integer timesteps, passed to :meth:`Backbone.predict` as that integer);
+* ``prediction``: what the network returns, ``"flow"`` (``u`` estimates ``eps - x0``), ``"epsilon"``,
+  ``"v"`` or ``"x0"``; the schedule converts between them.
+
+Loadable backbones also declare their pipelines, per-method defaults, dtype and image multiple and
+register themselves (:mod:`coupled_sde.backends.registry`); :func:`guided_predict` is the one way to
+batch members with their guidance rows.
 
 Guidance knobs, per member (see :class:`Condition`):
 
@@ -26,12 +30,16 @@ Guidance knobs, per member (see :class:`Condition`):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import torch
 
-Prediction = Literal["flow", "epsilon", "v"]
+if TYPE_CHECKING:
+    from ..schedules import Schedule
+
+Prediction = Literal["flow", "epsilon", "v", "x0"]
 
 
 @dataclass(frozen=True)
@@ -52,8 +60,11 @@ class Condition:
 class Backbone(Protocol):
     """A generative model seen as a batched predictor over K conditioned members."""
 
-    #: What :meth:`predict` returns: ``"flow"`` (u = eps - x0), ``"epsilon"`` or ``"v"``.
+    #: What :meth:`predict` returns: ``"flow"`` (u = eps - x0), ``"epsilon"``, ``"v"`` or ``"x0"``.
     prediction: Prediction
+    #: Its noise schedule ``x_t = alpha(t) x0 + sigma(t) eps`` (:mod:`coupled_sde.schedules`): the
+    #: sampling grid, the conversions, the forward and reverse SDEs. The model family *is* the schedule.
+    schedule: Schedule
 
     def encode_conditions(self, conditions: list[Condition]) -> Any:
         """Encode the K members' conditioning once per edit (prompt embeddings, guidance vectors).
@@ -65,32 +76,10 @@ class Backbone(Protocol):
         """Prediction for every member in **one** batched model call.
 
         ``x`` has shape ``(K, B, *latent)`` (member k conditioned on ``conditions[k]``) in float32;
-        the result has the same shape and dtype, whatever dtype the network runs in. ``t`` is the
-        noise level ``sigma`` for flow models and the integer timestep for VP models.
+        the result has the same shape and dtype, whatever dtype the network runs in. ``t`` is
+        ``schedule.model_time`` of the grid time: the noise level ``sigma`` for rectified flow, the
+        integer timestep for discrete VP models.
         """
-
-
-@runtime_checkable
-class FlowBackbone(Backbone, Protocol):
-    """A rectified-flow backbone (``prediction == "flow"``) also gives its noise-level schedule,
-    which the flow editing methods use unless ``sigmas=`` is passed."""
-
-    def sigmas(self, n_steps: int, latent_shape: tuple[int, ...]) -> torch.Tensor:
-        """Float64 noise levels ``sigma_0 > ... > sigma_N = 0`` (``n_steps + 1`` values), e.g. FLUX's
-        resolution-dependent shifted schedule."""
-
-
-@runtime_checkable
-class VPBackbone(Backbone, Protocol):
-    """A VP diffusion backbone (``prediction`` ``"epsilon"`` or ``"v"``): its discrete schedule."""
-
-    #: float64 ``alphas_cumprod`` of the training schedule, indexed by integer timestep.
-    alphas_cumprod: torch.Tensor
-    #: ``alpha_bar`` after the last sampling step (diffusers' DDIM ``final_alpha_cumprod``).
-    final_alpha_cumprod: float
-
-    def timesteps(self, n_steps: int) -> torch.Tensor:
-        """``n_steps`` descending integer timesteps for sampling."""
 
 
 @runtime_checkable
@@ -107,3 +96,38 @@ class ImageBackbone(Backbone, Protocol):
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Float32 latents ``(B, *latent)`` to images ``(B, C, H, W)`` in [-1, 1]."""
+
+
+def guided_predict(
+    x: torch.Tensor,
+    guided: Sequence[int] | torch.Tensor,
+    scales: torch.Tensor,
+    call: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Members and the guidance rows they need in **one** model call, then classifier-free guidance.
+
+    ``x`` is ``(K, B, *latent)``; ``guided`` lists the G members that need a second, unconditional
+    (or negative-prompt) row, with their scales ``(G,)``. ``call(rows, member, negative)`` evaluates
+    the model once on ``rows`` ``(K*B + G*B, *latent)`` -- all members' rows, then the guided members'
+    again -- where ``member`` ``(N,)`` says which member each row belongs to and ``negative`` ``(N,)``
+    whether it is a guidance row (so the backbone picks its prompt or class). Returns
+    ``(K, B, *latent)`` with ``out_neg + w (out_pos - out_neg)`` for the guided members.
+    """
+    K, B = x.shape[0], x.shape[1]
+    g = torch.as_tensor(guided, dtype=torch.long)
+    G, event = int(g.numel()), tuple(x.shape[2:])
+    rows = x.reshape((K * B,) + event)
+    if G:
+        rows = torch.cat([rows, x[g.to(x.device)].reshape((G * B,) + event)])
+    member = torch.cat([torch.arange(K), g.cpu()]).repeat_interleave(B)
+    negative = torch.arange(K * B + G * B) >= K * B
+    out = call(rows, member, negative)
+    pos = out[: K * B].reshape((K, B) + event)
+    if not G:
+        return pos
+    neg = out[K * B :].reshape((G, B) + event)
+    w = scales.to(out).reshape((G,) + (1,) * (x.dim() - 1))
+    pos = pos.clone()
+    index = g.to(pos.device)
+    pos[index] = neg + w * (pos[index] - neg)
+    return pos

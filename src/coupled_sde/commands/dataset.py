@@ -2,7 +2,7 @@
 
 Resumable (rerun the same command after an interruption: finished edits are skipped), shardable
 (``--shards N --shard-index i``, or one shard per GPU with ``--accelerate`` under ``accelerate
-launch``; see :mod:`coupled_sde.runs.launch`), with the paper's metrics (``--metrics``). Two other
+launch -m coupled_sde run --accelerate``; see :mod:`coupled_sde.runs.launch`), with the paper's metrics (``--metrics``). Two other
 modes work on a finished run folder: ``--merge DIR`` (shard CSVs into ``results.csv``) and
 ``--summarize DIR`` (mean cost and metrics per method and setting, and the CLIP-vs-LPIPS plot).
 
@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-METHOD_CHOICES = ("sync-sde", "flowedit", "sdedit", "ode-inversion")
 
 _EPILOG = """\
 dataset formats (JSON or YAML):
@@ -41,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="JSON/YAML list of triplets (our format or FlowEdit's)")
     parser.add_argument("--out", help="output folder: images/, results.csv (resumes if it exists)")
     parser.add_argument(
-        "--methods", default="sync-sde", help="comma-separated methods (default: sync-sde); " + ", ".join(METHOD_CHOICES)
+        "--methods", default="sync-sde", help="comma-separated registered methods (default: sync-sde): sync-sde, flowedit, sdedit, ode-inversion, ..."
     )
     parser.add_argument(
         "--settings", help="settings file or inline JSON (list, grid or per method); default: each method's defaults"
@@ -79,10 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _methods(text: str) -> list[str]:
-    methods = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHOD_CHOICES]
+    from coupled_sde.editing.registry import method_names
+
+    methods, known = [m.strip() for m in text.split(",") if m.strip()], method_names()
+    unknown = [m for m in methods if m not in known]
     if unknown or not methods:
-        raise ValueError(f"unknown method(s) {unknown or text!r}; choose from {', '.join(METHOD_CHOICES)}")
+        raise ValueError(f"unknown method(s) {unknown or text!r}; choose from {', '.join(known)}")
     return list(dict.fromkeys(methods))
 
 

@@ -14,15 +14,13 @@ import argparse
 import sys
 import time
 
-METHOD_CHOICES = ("sync-sde", "flowedit", "sdedit", "ode-inversion")
-
 _EPILOG = """\
 defaults per model (override any of them):
   FLUX.1   sync-sde: --steps 28 --start 4 --guidance 1.0 (source guidance = guidance)
            flowedit: --steps 28 --start 4 (n_max 24) --source-guidance 1.5 --guidance 5.5
            sdedit, ode-inversion: --steps 28 --start 4 --guidance 1.0
   SD 1.x/2.x  sync-sde, sdedit: --steps 50 --start 10 --guidance 7.5 (CFG)
-           ode-inversion: the same with --source-guidance 1.0 (DDIM inversion); flowedit: FLUX only
+           ode-inversion: the same with --source-guidance 1.0 (DDIM inversion); flowedit: its DDIM form
 
 example:
   coupled-sde edit --model black-forest-labs/FLUX.1-dev --image cat.png \\
@@ -42,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-prompt", required=True, help="the same description with only the edited words changed")
     parser.add_argument("--out", required=True, help="output image file (.png, .jpg, .webp)")
     parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    parser.add_argument("--method", default="sync-sde", choices=METHOD_CHOICES, help="editing method (default: sync-sde)")
+    parser.add_argument(
+        "--method", default="sync-sde", help="a registered editing method: sync-sde (default), flowedit, sdedit, ode-inversion, ..."
+    )
     g = parser.add_argument_group("method settings (defaults depend on the model and method)")
     g.add_argument("--steps", type=int, help="sampler grid steps N")
     g.add_argument("--start", type=int, help="first grid index i0: smaller = more noise = bigger edits (FlowEdit: steps - n_max)")
@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--negative-prompt", help="true-CFG negative prompt for the target (FLUX, with --true-cfg > 1; SD: CFG negative)"
     )
     g.add_argument("--true-cfg", type=float, help="true classifier-free guidance scale on the target (FLUX)")
-    g.add_argument("--integrator", choices=("euler", "heun"), help="SDE/ODE integrator (not FlowEdit)")
+    g.add_argument("--integrator", help="euler, heun (rectified flow) or ddim (the DDIM/DDPM step; the default for SD)")
+    g.add_argument("--eta", type=float, help="noise scale of the reverse SDE (sync-sde, sdedit): 0 = ODE, 1 = the SDE")
     g.add_argument("--mask", help="mask image of the same size, white = may change, black = keep (not SDEdit)")
     g.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same image (default 0)")
     r = parser.add_argument_group("runtime")
@@ -67,8 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, object]:
-    """The method settings the user gave (user vocabulary of :mod:`coupled_sde.editing.image_api`)."""
-    names = ("steps", "start", "n_max", "guidance", "source_guidance", "negative_prompt", "true_cfg", "integrator")
+    """The method settings the user gave (the settings vocabulary of :mod:`coupled_sde.editing.registry`)."""
+    names = ("steps", "start", "n_max", "guidance", "source_guidance", "negative_prompt", "true_cfg", "integrator", "eta")
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
@@ -80,7 +81,7 @@ def _say(message: str, quiet: bool = False) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check everything cheap, load the model, edit, save; print model calls and seconds."""
     from coupled_sde._optional import require
-    from coupled_sde.io import check_output, check_size, image_size
+    from coupled_sde.io import check_output, image_size
 
     t_start = time.perf_counter()
     out = check_output(args.out, args.force)  # before anything slow: no work lost to an existing file
@@ -89,32 +90,22 @@ def run(args: argparse.Namespace) -> int:
         mask_hw = image_size(args.mask)
         if mask_hw != (height, width):
             raise ValueError(f"the mask {args.mask!r} is {mask_hw[0]}x{mask_hw[1]} (HxW) but the image is {height}x{width}")
-    if args.method == "sdedit" and args.mask is not None:
-        raise ValueError("sdedit does not support masks; use sync-sde, flowedit or ode-inversion")
-    if args.method != "flowedit" and args.n_max is not None:
-        raise ValueError("--n-max is FlowEdit's; other methods take --start")
     require("diffusers", "diffusers")
     require("transformers", "diffusers")
 
-    from coupled_sde.editing import image_api as api
+    from coupled_sde.editing import api
+    from coupled_sde.editing.registry import get_method
 
+    settings = settings_from_args(args)
+    api.validate_settings(args.method, settings)  # unknown method, bad names, types or ranges: fail now
+    if args.mask is not None and not get_method(args.method).masks:
+        raise ValueError(f"{args.method} does not support masks")
     family = api.model_family(args.model)  # missing folder / unsupported pipeline: fail now
-    api.check_method(args.method, family)
-    multiple = api.size_multiple(args.model, family)
-    if not args.resize:
-        check_size(height, width, multiple)
+    image, mask = api.load_inputs(args.image, args.mask, api.size_multiple(args.model, family), args.resize)
 
     import torch
 
-    from coupled_sde.io import load_image, load_mask, resize_to_multiple, save_image
-
-    image = load_image(args.image)
-    if args.resize:
-        image = resize_to_multiple(image, multiple)
-    mask = None
-    if args.mask is not None:
-        mask = load_mask(args.mask, tuple(image.shape[-2:]), threshold=None)
-    settings = settings_from_args(args)
+    from coupled_sde.io import save_image
 
     _say(f"loading {args.model} ({family}) ...", args.quiet)
     t_load = time.perf_counter()

@@ -1,74 +1,106 @@
-"""A backbone seen as a coupled system: K members, one batched model call per drift evaluation.
+"""A backbone seen as a coupled system: K conditioned members, one batched model call per evaluation.
 
-For rectified-flow backbones (prediction ``"flow"``, ``u ≈ eps - x0``):
+One member system for every model family: what it needs of a backbone is its
+:class:`~coupled_sde.schedules.Schedule`, its ``prediction`` kind and ``predict``. Its drift is the
+reverse-time SDE with noise ``eta g`` that shares the model's marginals (``eta = 1`` the paper's
+reverse SDE, Zhang & Scott §2; ``eta = 0`` the probability-flow ODE), for the continuous integrators
+(Euler–Maruyama, Heun, ...). With the :class:`~coupled_sde.editing.ancestral.Ancestral` integrator
+(DDIM/DDPM) it returns the noise prediction instead, and that integrator makes the exact discrete
+step; this is the only way to step a discrete schedule (Stable Diffusion), and on rectified flow
+with ``eta = 0`` it is Euler.
 
-* reverse SDE (sampling/editing), in the forward variable on a decreasing grid:
-  ``f = x / (1 - sigma) + 2 u``, ``g = sqrt(2 sigma / (1 - sigma))`` (``shared/spec/method.md`` §3);
-* probability-flow ODE ``dx/dsigma = u`` (inversion forward, sampling backward).
-
-An optional mask confines an edit to a region: every member's drift is blended with the reference
-member's, ``f_k <- f_ref + m (f_k - f_ref)``, so outside the mask the members follow the reference
-(the source) exactly and, under the synchronous pinned-path driver, stay *equal* to it.
+An optional mask confines an edit to a region: every member's output is blended with the
+reference member's, ``f_k <- f_ref + m (f_k - f_ref)``, so outside the mask the members follow the
+reference (the source) exactly and, under the synchronous pinned-path driver, stay *equal* to it.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
-from ..noising import _check_sigma
+from ..integrators import Integrator, resolve_integrator
+from ..schedules import Schedule
 from ..sde import Calculus, CoupledSDE, NoiseType
+from .ancestral import Ancestral
 
-__all__ = ["FlowMembers"]
+__all__ = ["Members", "editing_integrator"]
 
 Tensor = torch.Tensor
 
 
-class FlowMembers(CoupledSDE):
-    """``K`` members of a flow backbone, each with its encoded conditioning.
+def editing_integrator(integrator: Integrator | str | None, schedule: Schedule, eta: float = 1.0) -> Integrator:
+    """An integrator for members of a backbone with this schedule: a name (``"euler"``, ``"heun"``,
+    ``"ddim"``/``"ddpm"``/``"ancestral"``) or an object; ``None`` is the schedule's default."""
+    name = schedule.default_integrator if integrator is None else integrator
+    if isinstance(name, str) and name.lower() in Ancestral.NAMES:
+        return Ancestral(schedule, eta)
+    integ = resolve_integrator(name)
+    if not schedule.continuous and not isinstance(integ, Ancestral):
+        raise ValueError(
+            f"the {schedule!r} schedule is discrete (a model trained on integer timesteps has no continuous drift); "
+            f"integrator {integrator!r} is not defined for it: use 'ddim' (the exact DDIM/DDPM step)"
+        )
+    return integ
 
-    ``mode`` is ``"sde"`` (reverse-time SDE) or ``"ode"`` (probability flow). ``mask`` (broadcastable
-    to one member's state ``(B, *latent)``, 1 = editable) blends drifts towards member ``reference``.
+
+class Members(CoupledSDE):
+    """``K`` members of a backbone, each with its encoded conditioning (``backbone.encode_conditions``).
+
+    Args:
+        eta: noise scale of the reverse SDE (0: probability-flow ODE, a deterministic system).
+        mask: broadcastable to one member's state ``(B, *latent)``, 1 = editable; blends towards
+            member ``reference``.
+        integrator: the integrator it will be solved with (from :func:`editing_integrator`); decides
+            whether :meth:`drift` is the reverse drift or the noise prediction.
+
+    ``model_calls`` counts batched ``backbone.predict`` calls.
     """
 
     calculus = Calculus.ITO
 
     def __init__(
-        self, backbone: Any, encoded: Any, n_members: int, mode: str = "sde", mask: Tensor | None = None, reference: int = 0
+        self,
+        backbone: Any,
+        encoded: Any,
+        n_members: int,
+        *,
+        eta: float = 1.0,
+        mask: Tensor | None = None,
+        reference: int = 0,
+        integrator: Integrator | None = None,
     ) -> None:
-        if getattr(backbone, "prediction", None) != "flow":
-            raise ValueError(
-                f"FlowMembers needs a rectified-flow backbone (prediction 'flow'), got {getattr(backbone, 'prediction', None)!r}"
-            )
-        if mode not in ("sde", "ode"):
-            raise ValueError(f"mode must be 'sde' or 'ode', got {mode!r}")
         self.backbone, self.encoded, self.n_members = backbone, encoded, int(n_members)
-        self.mode, self.mask, self.reference = mode, mask, reference
-        self.noise_type = NoiseType.ADDITIVE if mode == "sde" else None
+        self.schedule: Schedule = backbone.schedule
+        self.kind = backbone.prediction
+        if not eta >= 0:
+            raise ValueError(f"eta must be >= 0, got {eta!r}")
+        self.eta, self.mask, self.reference = float(eta), mask, int(reference)
+        self.noise_type = NoiseType.ADDITIVE if self.eta > 0 else None
+        self.epsilon_output = isinstance(integrator, Ancestral)
+        if not self.epsilon_output and not self.schedule.continuous:
+            editing_integrator(integrator, self.schedule, eta)  # raises the clear error
         self.model_calls = 0
 
-    def velocity(self, t: float, y: Tensor) -> Tensor:
-        """The backbone's prediction for all members: one batched call."""
+    def predict(self, t: float, y: Tensor) -> Tensor:
+        """The backbone's (guided) prediction for all members at grid time ``t``: one batched call."""
         self.model_calls += 1
-        u = self.backbone.predict(y, t, self.encoded)
-        if u.shape != y.shape:
-            raise ValueError(f"the backbone returned shape {tuple(u.shape)} for members of shape {tuple(y.shape)}")
-        return u
+        out = self.backbone.predict(y, self.schedule.model_time(t), self.encoded)
+        if out.shape != y.shape:
+            raise ValueError(f"the backbone returned shape {tuple(out.shape)} for members of shape {tuple(y.shape)}")
+        return out.to(y.dtype)
 
     def drift(self, t: float, y: Tensor) -> Tensor:
-        u = self.velocity(t, y)
-        if self.mode == "sde":
-            _check_sigma(t)
-            f = torch.add(y, u, alpha=2.0 * (1.0 - t)).mul_(1.0 / (1.0 - t))  # x/(1-σ) + 2u
+        out = self.predict(t, y)
+        if self.epsilon_output:
+            f = self.schedule.to_epsilon(out, y, t, self.kind)
         else:
-            f = u
+            f = self.schedule.reverse_drift(y, out, self.kind, t, self.eta)
         if self.mask is not None:
             r = self.reference
             f = f[r] + self.mask.to(f) * (f - f[r])
         return f
 
     def diffusion(self, t: float, y: Tensor) -> float:
-        _check_sigma(t)
-        return math.sqrt(2.0 * t / (1.0 - t))
+        return self.schedule.reverse_diffusion(t, self.eta)

@@ -32,10 +32,11 @@ import torch
 from ..backends.base import Condition
 from ..brownian import GridBrownian
 from ..grid import TimeGrid
+from ..schedules import RectifiedFlow
 from ..sde import CoupledSDE
 from ..solve import solve
-from .common import EditResult, Seeds, Timer, as_condition, derive_seeds, schedule
-from .sync_sde import _as_latents
+from .common import EditResult, Noise, Timer, as_latents, derive_seeds, is_seed
+from .registry import STEPS, Setting, get_method, register_method, resolve_settings, split_settings
 
 __all__ = ["rf_inversion", "ControlledFlow"]
 
@@ -47,8 +48,8 @@ class ControlledFlow(CoupledSDE):
 
     ``toward="noise"``: ``v_line = (anchor - x) / (1 - tau)`` (anchor a noise sample);
     ``toward="data"``: ``v_line = (x - anchor) / tau`` (anchor the data). ``strength`` is a float or a
-    function of ``sigma``; ``time_map`` (two increasing-abscissa knot arrays) maps the grid variable
-    to the model's noise level (identity when ``None``).
+    function of ``sigma``; ``time_map`` (increasing knots ``(xp, fp)``) maps the grid variable to the
+    model's noise level (identity when ``None``). ``u`` is the backbone's flow prediction.
     """
 
     noise_type = None
@@ -90,88 +91,101 @@ class ControlledFlow(CoupledSDE):
         return u + lam * (line - u)
 
 
-def _noise_sample(noise: Tensor | None, seed: Seeds, x_src: Tensor) -> Tensor:
-    if noise is not None:
-        y1 = torch.as_tensor(noise)
-        if tuple(y1.shape) != tuple(x_src.shape):
-            raise ValueError(f"noise must be the fixed noise sample of the latents' shape {tuple(x_src.shape)}, got {tuple(y1.shape)}")
-        return y1.to(x_src)
-    one = TimeGrid([0.0, 1.0])
-    return GridBrownian(one, x_src.shape[0], tuple(x_src.shape[1:]), seed=derive_seeds(seed, 3)).normals(0, 1)[0, :, 0].to(x_src)
+def _noise_sample(noise: Noise, x: Tensor) -> Tensor:
+    """The fixed noise sample ``y1``: from seeds (a stream of its own), or given as a tensor of the latents' shape."""
+    if is_seed(noise):
+        one = TimeGrid([0.0, 1.0])
+        return GridBrownian(one, x.shape[0], tuple(x.shape[1:]), seed=derive_seeds(noise, 3)).normals(0, 1)[0, :, 0].to(x)
+    if isinstance(noise, torch.Tensor):
+        if tuple(noise.shape) != tuple(x.shape):
+            raise ValueError(f"rf-inversion's noise is its fixed noise sample, of the latents' shape {tuple(x.shape)}; got {tuple(noise.shape)}")
+        return noise.to(x)
+    raise ValueError("rf-inversion draws one fixed noise sample: pass seeds (noise=0, or one per sample) or the sample itself")
 
 
+@register_method(
+    "rf-inversion",
+    STEPS,
+    Setting("start", int, 0, "first grid index: invert to t_start (0: the whole schedule, as published)", low=0),
+    Setting("gamma", float, 0.5, "controller strength of the forward (inversion) ODE towards the noise sample", low=0.0, high=1.0),
+    Setting("eta", float, 0.9, "controller strength of the reverse (editing) ODE towards the source", low=0.0, high=1.0),
+    Setting("eta_start", int, 0, "first editing step with eta active", low=0),
+    Setting("eta_stop", int, None, "editing steps i < eta_stop have eta active (default steps // 4: 7 of 28)", low=0),
+    Setting("inversion", str, "schedule", "schedule (the reversed sampling grid) or community (diffusers' community pipeline)",
+            choices=("schedule", "community")),
+    masks=False,
+)  # fmt: skip
 def rf_inversion(
-    backbone: object,
-    x_src: Tensor,
+    backbone: Any,
+    x: Tensor,
     source: Condition | str | int | None,
     target: Condition | str | int | None,
     *,
-    n_steps: int = 28,
-    start: int = 0,
-    gamma: float = 0.5,
-    eta: float = 0.9,
-    eta_start: int = 0,
+    n_steps: int | None = None,
+    start: int | None = None,
+    grid: Any = None,
+    noise: Noise = 0,
+    mask: None = None,
+    gamma: float | None = None,
+    eta: float | None = None,
+    eta_start: int | None = None,
     eta_stop: int | None = None,
-    source_guidance: float | None = None,
-    target_guidance: float | None = None,
-    inversion: str = "schedule",
-    mask: Tensor | None = None,
-    seed: Seeds = 0,
-    noise: Tensor | None = None,
-    sigmas: Tensor | None = None,
+    inversion: str | None = None,
     progress: bool = False,
 ) -> EditResult:
-    """Edit ``x_src`` ``(B, *latent)`` with RF-Inversion: ``n_steps - start`` controlled inversion
-    steps under ``source`` to ``sigma_start``, then as many controlled editing steps under ``target``.
+    """Edit ``x`` ``(B, *latent)`` with RF-Inversion: controlled inversion under ``source`` to
+    ``t_start``, then as many controlled editing steps under ``target`` (rectified-flow backbones).
 
-    ``eta_stop`` defaults to ``n_steps // 4`` (step 7 of 28, the community pipeline's
-    ``stop_timestep=0.25``). ``noise`` is the fixed noise sample ``y1`` itself (else drawn from ``seed``).
+    ``noise`` gives the fixed noise sample ``y1``: seeds, or the sample itself ``(B, *latent)``.
     """
-    x_src = _as_latents(x_src)
+    method = get_method("rf-inversion")
     if mask is not None:
         raise ValueError("rf-inversion does not take a mask (its controller pulls the whole image); use sync-sde or flowedit")
-    if not 0.0 <= gamma <= 1.0 or not 0.0 <= eta <= 1.0:
-        raise ValueError(f"gamma and eta are controller strengths in [0, 1], got gamma={gamma}, eta={eta}")
-    if inversion not in ("schedule", "community"):
-        raise ValueError(f"inversion must be 'schedule' or 'community', got {inversion!r}")
-    if isinstance(start, bool) or int(start) != start or not 0 <= start < n_steps:
-        raise ValueError(f"start must be a step index in 0..{n_steps - 1}, got {start!r}")
-    if inversion == "community" and start != 0:
+    schedule = getattr(backbone, "schedule", None)
+    if not isinstance(schedule, RectifiedFlow) or getattr(backbone, "prediction", None) != "flow":
+        raise ValueError(
+            f"RF-Inversion is defined for rectified-flow backbones (a RectifiedFlow schedule, prediction 'flow'); "
+            f"{type(backbone).__name__} has {schedule!r}"
+        )
+    x = as_latents(x)
+    given = dict(steps=n_steps, start=start, gamma=gamma, eta=eta, eta_start=eta_start, eta_stop=eta_stop, inversion=inversion)
+    if grid is not None:
+        grid = grid if isinstance(grid, TimeGrid) else TimeGrid(grid)
+        if given["steps"] is not None and given["steps"] != grid.n_steps:
+            raise ValueError(f"{grid.n_steps} steps in the given grid but n_steps={given['steps']}")
+        given["steps"] = grid.n_steps
+    settings = resolve_settings(backbone, method.name, {k: v for k, v in given.items() if v is not None})
+    src, tgt, kw = split_settings(method.name, settings, source, target)
+    n, start = kw["n_steps"], kw.get("start", 0)
+    full = grid if grid is not None else schedule.grid(n, tuple(x.shape[1:]))
+    if full.increasing or full[-1] != schedule.data_time:
+        raise ValueError("rf-inversion's grid must decrease from the noisiest time to the data (sigma = 0)")
+    stop = n // 4 if kw.get("eta_stop") is None else int(kw["eta_stop"])
+    settings["eta_stop"] = stop
+    lo = kw.get("eta_start", 0)
+    if not lo <= stop <= n:
+        raise ValueError(f"rf-inversion's eta window needs eta_start <= eta_stop <= steps, got {lo}, {stop}, {n}")
+    mode = kw.get("inversion", "schedule")
+    if mode == "community" and start != 0:
         raise ValueError("inversion='community' inverts the whole schedule: it needs start=0")
-    stop = n_steps // 4 if eta_stop is None else int(eta_stop)
-    if not 0 <= eta_start <= stop <= n_steps:
-        raise ValueError(f"the eta window needs 0 <= eta_start <= eta_stop <= n_steps, got {eta_start}, {stop}, {n_steps}")
-    src, tgt = as_condition(source, source_guidance), as_condition(target, target_guidance)
-    full = schedule(backbone, n_steps, x_src.shape[1:], sigmas)
-    grid = full.sub(start)
-    s_hi, s_lo = full[eta_start], full[stop]
+    sub = full.sub(start)
+    s_hi, s_lo = full[lo], full[stop]
+    eta_value = kw["eta"]
 
-    def eta_of(sigma: float) -> float:  # steps eta_start <= i < eta_stop: s_lo < sigma_i <= s_hi
-        return eta if s_lo < sigma <= s_hi else 0.0
+    def eta_of(sigma: float) -> float:  # editing steps eta_start <= i < eta_stop: s_lo < sigma_i <= s_hi
+        return eta_value if s_lo < sigma <= s_hi else 0.0
 
     with Timer() as timer:
-        y1 = _noise_sample(noise, seed, x_src)
-        if inversion == "community":
+        y1 = _noise_sample(noise, x)
+        if mode == "community":
             times = full.times.to(torch.float64)
             s_grid = TimeGrid(1.0 - times)  # 0 = 1 - sigma_0, ..., 1 - sigma_N = 1
-            tau = np.arange(n_steps + 1, dtype=np.float64) / (n_steps + 1)
-            time_map = ((1.0 - times).numpy(), tau)
+            time_map = ((1.0 - times).numpy(), np.arange(n + 1, dtype=np.float64) / (n + 1))
         else:
-            s_grid, time_map = TimeGrid(grid.times.flip(0)), None
-        up = ControlledFlow(backbone, backbone.encode_conditions([src]), y1, "noise", gamma, time_map)
-        z = solve(up, x_src.unsqueeze(0), s_grid, "euler", progress=progress).y
-        down = ControlledFlow(backbone, backbone.encode_conditions([tgt]), x_src, "data", eta_of)
-        out = solve(down, z, grid, "euler", progress=progress).y[0]
+            s_grid, time_map = TimeGrid(sub.times.flip(0)), None
+        up = ControlledFlow(backbone, backbone.encode_conditions([src]), y1, "noise", kw["gamma"], time_map)
+        z = solve(up, x.unsqueeze(0), s_grid, "euler", progress=progress).y
+        down = ControlledFlow(backbone, backbone.encode_conditions([tgt]), x, "data", eta_of)
+        out = solve(down, z, sub, "euler", progress=progress).y[0]
     calls = up.model_calls + down.model_calls
-    settings = dict(
-        n_steps=n_steps,
-        start=start,
-        gamma=gamma,
-        eta=eta,
-        eta_start=eta_start,
-        eta_stop=stop,
-        inversion=inversion,
-        source_guidance=src.guidance,
-        target_guidance=tgt.guidance,
-    )
-    return EditResult(out, "rf-inversion", settings, calls, calls, timer.seconds)
+    return EditResult(out, method.name, {**settings, "t0": sub[0]}, calls, calls, timer.seconds)

@@ -4,7 +4,7 @@ Used by ``ClipScore.tiny`` / ``DinoDistance.tiny`` / ``EditMetrics.tiny`` so tha
 examples run the real transformers classes end to end without downloading anything. The numbers
 they produce are meaningless; shapes, preprocessing, batching and conventions are not.
 
-``coupled_sde.backends.diffusers.tiny`` has a similar CLIP tokenizer builder, but it is private
+``coupled_sde.backends.hf.tiny`` has a similar CLIP tokenizer builder, but it is private
 (and belongs to the diffusers extra), so the metrics build their own here.
 """
 

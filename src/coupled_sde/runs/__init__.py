@@ -5,7 +5,7 @@
 * :func:`run_dataset` -- every triplet x method x setting x seed; one CSV row per edit, appended
   and flushed, so an interrupted run resumes where it stopped; shards for scale-out.
 * :func:`merge_results`, :func:`summarize`, :func:`plot_frontier` -- after the run.
-* :mod:`coupled_sde.runs.launch` -- ``accelerate launch -m coupled_sde.runs.launch ...``: one shard per GPU.
+* :mod:`coupled_sde.runs.launch` -- ``accelerate launch -m coupled_sde run --accelerate ...``: one shard per GPU.
 """
 
 from .pie_bench import decode_rle_mask, evaluate_pie_bench, parse_pie_bench

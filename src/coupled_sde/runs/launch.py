@@ -1,8 +1,8 @@
 """One shard per process under ``accelerate launch``: dataset runs on all the GPUs of a machine (or several).
 
-Usage (the options are ``coupled-sde run``'s)::
+Usage (the options are ``coupled-sde run``'s; ``--accelerate`` takes the shard from accelerate)::
 
-    accelerate launch --num_processes 8 -m coupled_sde.runs.launch \\
+    accelerate launch --num_processes 8 -m coupled_sde run --accelerate \\
         --model black-forest-labs/FLUX.1-dev --dataset Data/flowedit.yaml --out runs/flux --metrics ...
 
 Each process takes ``process_index`` / ``num_processes`` from ``accelerate.PartialState`` as its
@@ -12,18 +12,16 @@ resume with the same command, whatever the number of processes.
 
 On a machine without accelerators the processes run on the CPU (``torch.distributed`` with gloo
 only synchronises them): ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2
--m coupled_sde.runs.launch ... --device cpu`` -- ``accelerate launch --cpu`` alone starts a single
-process unless MPI is set up.
+-m coupled_sde run --accelerate ... --device cpu`` -- ``accelerate launch --cpu`` alone starts a
+single process unless MPI is set up.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from typing import Any
 
-__all__ = ["main", "partial_state"]
+__all__ = ["partial_state"]
 
 
 def _accelerator_available() -> bool:
@@ -46,22 +44,3 @@ def partial_state(device: str | None = None) -> Any:
     asked_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
     cpu = asked_cpu or (device is not None and device.split(":")[0] == "cpu") or not _accelerator_available()
     return PartialState(cpu=cpu)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``coupled-sde run --accelerate`` with this process's shard; errors as one line, exit code 1."""
-    from coupled_sde.commands import dataset
-
-    parser = argparse.ArgumentParser(prog="accelerate launch -m coupled_sde.runs.launch", description=__doc__.split("\n")[0])
-    dataset.add_arguments(parser)
-    args = parser.parse_args(argv)
-    args.accelerate = True
-    try:
-        return int(dataset.run(args) or 0)
-    except (FileExistsError, FileNotFoundError, ValueError, ImportError) as e:
-        print(f"coupled_sde.runs.launch: error: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":  # pragma: no cover - exercised through subprocesses in the tests
-    sys.exit(main())

@@ -179,11 +179,11 @@ def run_dataset(
         shards, shard_index: process every ``shards``-th triplet from ``shard_index``, writing
             ``results.shard{shard_index}.csv`` (merge with :func:`~coupled_sde.runs.results.merge_results`).
         resize: resize images to the nearest size the model takes instead of refusing them.
-        device, dtype, offload: for loading ``model`` (see :func:`~coupled_sde.editing.image_api.load_backbone`).
+        device, dtype, offload: for loading ``model`` (see :func:`~coupled_sde.editing.api.load_backbone`).
         progress: a progress bar over the edits.
         log: where messages go (``None``: silent).
     """
-    from coupled_sde.editing import image_api as api
+    from coupled_sde.editing import api
 
     t0 = time.perf_counter()
     say = log or (lambda message: None)
@@ -260,16 +260,9 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 
 def _load(triplet: Triplet, backbone: Any, resize: bool) -> tuple[Any, Any]:
     """The triplet's image (resized if asked) on the backbone's device, and its mask at that size."""
-    from coupled_sde.editing import image_api as api
-    from coupled_sde.io import load_image, load_mask
+    from coupled_sde.editing import api
 
-    x = load_image(triplet.image)
-    original = (int(x.shape[-2]), int(x.shape[-1]))
-    if resize:
-        x = api.resize_for(backbone, x)
-    mask = None
-    if triplet.mask is not None:
-        mask = load_mask(triplet.mask, tuple(x.shape[-2:]), source_size=original, threshold=None)
+    x, mask = api.load_inputs(triplet.image, triplet.mask, api.backbone_multiple(backbone), resize)
     return x.to(api.execution_device(backbone)), mask
 
 
@@ -277,7 +270,7 @@ def _edit(job: Job, image: Any, mask: Any, backbone: Any, scorer: Any, out: Path
     """Run one edit, save its image, score it; the CSV row (with ``error`` set if anything raised)."""
     import torch
 
-    from coupled_sde.editing import image_api as api
+    from coupled_sde.editing import api
     from coupled_sde.io import load_image, save_image, to_pil
 
     t = job.triplet

@@ -8,7 +8,7 @@ setting). A settings specification (a JSON/YAML file, or the same thing inline) 
 * per method, either of the above: ``{"sync-sde": {"start": [2, 4, 6]}, "flowedit": [{"n_max": 24}]}``
   (methods not named run with their defaults).
 
-Keys are the user vocabulary of :mod:`coupled_sde.editing.image_api` (``steps``, ``start``,
+Keys are the user vocabulary of :mod:`coupled_sde.editing.registry` (``steps``, ``start``,
 ``guidance``, ...), validated here per method; ``{}`` means the model's defaults. A setting's
 identity is its canonical JSON (:func:`settings_key`), which is what resumed runs match on.
 """
@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from coupled_sde.editing.image_api import SETTING_KEYS
+from coupled_sde.editing.registry import method_names, validate_settings
 
 __all__ = ["expand", "load_settings", "settings_key", "settings_slug"]
 
@@ -86,10 +86,10 @@ def load_settings(spec: Any, methods: list[str] | tuple[str, ...]) -> dict[str, 
     method that is not being run. Duplicate settings are dropped (each would be the same edits).
     """
     for m in methods:
-        if m not in SETTING_KEYS:
-            raise ValueError(f"unknown method {m!r}; choose from {sorted(SETTING_KEYS)}")
+        if m not in method_names():
+            raise ValueError(f"unknown method {m!r}; choose from {', '.join(method_names())}")
     parsed = _parse(spec)
-    if isinstance(parsed, dict) and parsed and set(parsed) <= set(SETTING_KEYS):
+    if isinstance(parsed, dict) and parsed and set(parsed) <= set(method_names()):
         extra = sorted(set(parsed) - set(methods))
         if extra:
             raise ValueError(f"settings given for {extra}, which are not among the methods run ({list(methods)})")
@@ -99,8 +99,6 @@ def load_settings(spec: Any, methods: list[str] | tuple[str, ...]) -> dict[str, 
         per_method = {m: [dict(s) for s in common] for m in methods}
     for method, settings in per_method.items():
         for s in settings:
-            unknown = sorted(set(s) - SETTING_KEYS[method])
-            if unknown:
-                raise ValueError(f"{method} does not take the setting(s) {unknown}; it takes {sorted(SETTING_KEYS[method])}")
+            validate_settings(method, s)  # names, types and ranges, without a model
         per_method[method] = list({settings_key(s): s for s in settings}.values())
     return per_method

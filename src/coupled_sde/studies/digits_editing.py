@@ -112,9 +112,6 @@ def run_comparison(
     for method, method_settings in settings.items():
         for setting in method_settings:
             kw: dict[str, Any] = dict(n_steps=n_steps, seed=seeds, **setting)
-            if method == "flowedit":  # FlowEdit's own guidance arguments would override the conditions'
-                kw.setdefault("source_guidance", None)
-                kw.setdefault("target_guidance", None)
             res = edit_latents(backbone, x_src, method, src, tgt, **kw)
             out, evals, secs = res.latents, res.model_evaluations * len(x_src), res.seconds
             with torch.no_grad():

@@ -16,7 +16,7 @@ import torch
 from ..backends.analytic import GaussianMixtureBackbone
 from ..backends.base import Condition
 from ..drivers import PathDriver
-from ..editing.members import FlowMembers
+from ..editing.members import Members
 from ..editing.sync_sde import forward_path
 from ..grid import TimeGrid
 from ..problems import GaussianMixture
@@ -46,7 +46,7 @@ def coupled_paths(
     path = forward_path(x0, grid, seed)
     out = {"grid": grid, "x0": x0, "runs": {}, "target_mean": gm.means[1], "target_std": gm.stds[1]}
     for c in couplings:
-        system = FlowMembers(bb, bb.encode_conditions([Condition(0), Condition(1)]), 2, "sde")
+        system = Members(bb, bb.encode_conditions([Condition(0), Condition(1)]), 2)
         sol = solve(
             system,
             torch.stack([path[0], path[0]]),

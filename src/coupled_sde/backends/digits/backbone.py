@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ...grid import TimeGrid
-from ..base import Condition
+from ...schedules import RectifiedFlow
+from ..base import Condition, guided_predict
+from ..registry import BackboneInfo, register_backbone
 from .network import NULL_CLASS, NUM_CLASSES, DigitsFlowNet, load_flow_network
 
 __all__ = ["DigitsBackbone", "DEFAULT_GUIDANCE"]
@@ -32,10 +33,13 @@ class _Encoded:
     guided: list[int]  # members with scale != 1
 
 
-class DigitsBackbone:
+@register_backbone
+class DigitsBackbone(BackboneInfo):
     """The shipped 8x8 rectified-flow digits model (``prediction = "flow"``); images are latents."""
 
+    name = "digits"
     prediction = "flow"
+    schedule = RectifiedFlow()
 
     def __init__(
         self, network: DigitsFlowNet | None = None, default_guidance: float = DEFAULT_GUIDANCE, device: str | torch.device = "cpu"
@@ -43,9 +47,6 @@ class DigitsBackbone:
         self.network = network if network is not None else load_flow_network(device)
         self.default_guidance = float(default_guidance)
         self.device = next(self.network.parameters()).device
-
-    def sigmas(self, n_steps: int, latent_shape: tuple[int, ...] | None = None) -> torch.Tensor:
-        return TimeGrid.rectified_flow(n_steps).times
 
     @staticmethod
     def _labels(p: object) -> list[int]:
@@ -85,19 +86,15 @@ class DigitsBackbone:
             raise ValueError(f"the digits model takes latents of shape (members, batch, 1, 8, 8), got {tuple(x.shape)}")
         if encoded.labels.shape[1] not in (1, B):
             raise ValueError(f"{encoded.labels.shape[1]} per-sample classes were encoded for a batch of {B}")
-        g = encoded.guided
-        inputs = torch.cat([x.reshape(K * B, 1, 8, 8), x[g].reshape(len(g) * B, 1, 8, 8)])
-        labels = torch.cat([encoded.labels.expand(K, B).reshape(-1), encoded.uncond[g].expand(len(g), B).reshape(-1)]).to(
-            self.device
-        )
-        sigma = torch.full((inputs.shape[0],), float(t), device=self.device)
-        u = self.network(inputs.to(self.device), sigma, labels).to(x.dtype)
-        out = u[: K * B].reshape(x.shape).clone()
-        if g:
-            u_null = u[K * B :].reshape((len(g),) + tuple(x.shape[1:]))
-            w = encoded.scales[g].to(x).reshape((-1,) + (1,) * (x.dim() - 1))
-            out[g] = u_null + w * (out[g] - u_null)
-        return out
+        labels, uncond = encoded.labels.expand(K, B), encoded.uncond.expand(K, B)
+        sample = torch.arange(B).repeat(K + len(encoded.guided))
+
+        def call(rows: torch.Tensor, member: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+            lab = torch.where(negative, uncond[member, sample], labels[member, sample]).to(self.device)
+            sigma = torch.full((rows.shape[0],), float(t), device=self.device)
+            return self.network(rows.to(self.device), sigma, lab).to(x.dtype)
+
+        return guided_predict(x, encoded.guided, encoded.scales[encoded.guided], call)
 
     def encode_images(self, images: torch.Tensor, generator: object = None) -> torch.Tensor:
         """Images are the model's space: ``(B, 1, 8, 8)`` in [-1, 1], unchanged."""

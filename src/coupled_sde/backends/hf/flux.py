@@ -22,15 +22,14 @@ diffusers conventions used (0.42.x, see ``diffusers/pipelines/flux/pipeline_flux
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from coupled_sde.backends.base import Condition, Prediction
-from coupled_sde.backends.diffusers._common import (
+from coupled_sde.backends.base import Condition, Prediction, guided_predict
+from coupled_sde.backends.hf._common import (
     Generators,
     check_image_size,
     dedupe,
@@ -41,6 +40,8 @@ from coupled_sde.backends.diffusers._common import (
     vae_encode,
     warn,
 )
+from coupled_sde.backends.registry import BackboneInfo, register_backbone
+from coupled_sde.schedules import RectifiedFlow, calculate_shift
 
 if TYPE_CHECKING:
     from diffusers import FluxPipeline
@@ -50,22 +51,6 @@ __all__ = ["FluxBackbone", "FluxConditions", "calculate_shift", "flux_sigmas", "
 #: Guidance-embedding value used when a member's ``guidance`` is ``None``: 1.0, the sync-SDE
 #: reference setting for both source and target (FluxPipeline's own default is 3.5).
 DEFAULT_GUIDANCE = 1.0
-
-
-def calculate_shift(
-    image_seq_len: int,
-    base_seq_len: int = 256,
-    max_seq_len: int = 4096,
-    base_shift: float = 0.5,
-    max_shift: float = 1.15,
-) -> float:
-    """FLUX's resolution-dependent shift ``mu``: linear in the number of image tokens.
-
-    Same formula as ``diffusers.pipelines.flux.pipeline_flux.calculate_shift`` (a module-level
-    function of the pipeline file, not of the scheduler), evaluated in Python floats.
-    """
-    slope = (max_shift - base_shift) / (max_seq_len - base_seq_len)
-    return image_seq_len * slope + base_shift - slope * base_seq_len
 
 
 #: Scheduler options that change the sigma schedule beyond shifting; when one is set,
@@ -94,31 +79,16 @@ def flux_sigmas(n_steps: int, image_seq_len: int, scheduler: Any) -> torch.Tenso
     Scheduler configs with options beyond shifting (Karras/exponential/beta sigmas, a
     ``shift_terminal``, ...) are delegated to a fresh copy of the scheduler and converted to float64.
     """
-    if n_steps < 1:
-        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
     config = scheduler.config
-    s = np.linspace(1.0, 1.0 / n_steps, n_steps)
-    mu = calculate_shift(
-        image_seq_len,
-        config.get("base_image_seq_len", 256),
-        config.get("max_image_seq_len", 4096),
-        config.get("base_shift", 0.5),
-        config.get("max_shift", 1.15),
-    )
     if any(config.get(option) for option in _EXOTIC_SCHEDULER_OPTIONS):
+        s = np.linspace(1.0, 1.0 / n_steps, n_steps)
+        dynamic = RectifiedFlow.from_config(config).dynamic
+        mu = calculate_shift(image_seq_len, *dynamic) if dynamic else calculate_shift(image_seq_len)
         fresh = type(scheduler).from_config(config)
         sigmas = None if config.get("use_flow_sigmas") else s.tolist()
         fresh.set_timesteps(num_inference_steps=n_steps, sigmas=sigmas, mu=mu)
         return fresh.sigmas.to(torch.float64).cpu()
-    if config.get("use_dynamic_shifting", False):
-        if config.get("time_shift_type", "exponential") == "linear":
-            sigmas = mu / (mu + (1.0 / s - 1.0))
-        else:
-            sigmas = math.exp(mu) / (math.exp(mu) + (1.0 / s - 1.0))
-    else:
-        shift = float(getattr(scheduler, "shift", config.get("shift", 1.0)))
-        sigmas = shift * s / (1.0 + (shift - 1.0) * s)
-    return torch.from_numpy(np.append(sigmas, 0.0)).to(torch.float64)
+    return RectifiedFlow.from_config(config).sigmas(n_steps, image_seq_len)
 
 
 def pack_latents(latents: torch.Tensor) -> torch.Tensor:
@@ -181,7 +151,8 @@ class FluxConditions:
         return int(self.prompt_rows.shape[0])
 
 
-class FluxBackbone:
+@register_backbone
+class FluxBackbone(BackboneInfo):
     """A ``FluxPipeline`` (FLUX.1-dev, FLUX.1-schnell or a compatible checkpoint) seen as an :class:`ImageBackbone`.
 
     Build it from an existing pipeline -- ``FluxBackbone(pipe)`` keeps whatever the pipeline was set
@@ -199,12 +170,32 @@ class FluxBackbone:
             256 is the usual value for schnell).
     """
 
+    name = "flux"
+    pipelines = ("FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline")
+    dtype = torch.bfloat16
+    patch_size = 2
+    #: The sync-SDE reference (28 steps, i0 = 4, guidance embedding 1.0 for source and target; SDEdit and
+    #: ODE inversion on the same grid and guidance, so that only the coupling differs) and FlowEdit's
+    #: published FLUX setting (n_max = 24, guidance 1.5 / 5.5).
+    defaults = {
+        "sync-sde": {"steps": 28, "start": 4, "guidance": 1.0},
+        "flowedit": {"steps": 28, "start": 4, "guidance": 5.5, "source_guidance": 1.5},
+        "sdedit": {"steps": 28, "start": 4, "guidance": 1.0},
+        "ode-inversion": {"steps": 28, "start": 4, "guidance": 1.0},
+        # RF-Inversion as diffusers' community pipeline runs it: the whole schedule, guidance 0 (source) / 3.5
+        "rf-inversion": {"steps": 28, "start": 0, "guidance": 3.5, "source_guidance": 0.0},
+    }
     prediction: Prediction = "flow"
 
     def __init__(self, pipe: FluxPipeline, *, default_guidance: float = DEFAULT_GUIDANCE, max_sequence_length: int = 512):
         self.pipe = pipe
         self.default_guidance = float(default_guidance)
         self.max_sequence_length = int(max_sequence_length)
+        config = pipe.scheduler.config
+        exotic = any(config.get(option) for option in _EXOTIC_SCHEDULER_OPTIONS)
+        delegate = (lambda n, tokens: flux_sigmas(n, tokens, pipe.scheduler)) if exotic else None
+        #: FluxPipeline's schedule: dynamic shift from the number of packed tokens (FLUX.1-dev), static otherwise.
+        self.schedule = RectifiedFlow.from_config(config, patch=2, sigmas_fn=delegate)
 
     @classmethod
     def from_pretrained(
@@ -254,16 +245,6 @@ class FluxBackbone:
         why = f"the VAE downsamples by {self.vae_scale_factor} and FLUX packs 2x2 latent patches"
         check_image_size(height, width, multiple, why)
         return self.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor
-
-    def sigmas(self, n_steps: int, latent_shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
-        """The ``n_steps + 1`` float64 noise levels ``sigma_0 = 1 > ... > sigma_N = 0`` of ``FluxPipeline``.
-
-        ``latent_shape`` is the unpacked latent's shape (``(C, h, w)``, or with a leading batch
-        dimension); the dynamic shift depends on its number of packed tokens ``h/2 * w/2``. See
-        :func:`flux_sigmas`.
-        """
-        height, width = int(latent_shape[-2]), int(latent_shape[-1])
-        return flux_sigmas(n_steps, (height // 2) * (width // 2), self.pipe.scheduler)
 
     # -- conditioning ---------------------------------------------------------------------------
 
@@ -328,21 +309,16 @@ class FluxBackbone:
             ``(K, B, C, h, w)`` float32. Members with true CFG get ``u_neg + true_cfg (u_pos -
             u_neg)``; their negative entries ride in the same batch as extra rows.
         """
-        members, batch, channels, height, width = self._check_state(x, encoded)
-        cfg = encoded.cfg_members
-        latents = x.reshape(members * batch, channels, height, width)
-        if cfg.numel():
-            latents = torch.cat([latents, x[cfg.to(x.device)].reshape(-1, channels, height, width)])
-        rows = torch.cat([encoded.prompt_rows, encoded.negative_rows]).repeat_interleave(batch)
-        guidance = torch.cat([encoded.guidance, encoded.guidance[cfg]]).repeat_interleave(batch)
-        u = self._transformer(latents, float(t), encoded, rows, guidance)
-        u_pos = u[: members * batch].view(members, batch, channels, height, width)
-        if cfg.numel():
-            u_neg = u[members * batch :].view(-1, batch, channels, height, width)
-            scale = encoded.true_cfg.to(u.device).view(-1, 1, 1, 1, 1)
-            u_pos = u_pos.clone()
-            u_pos[cfg.to(u.device)] = u_neg + scale * (u_pos[cfg.to(u.device)] - u_neg)
-        return u_pos.to(x.device)
+        self._check_state(x, encoded)
+        prompt_rows, guidance = encoded.prompt_rows.cpu(), encoded.guidance
+        negative_row = torch.zeros_like(prompt_rows)
+        negative_row[encoded.cfg_members.cpu()] = encoded.negative_rows.cpu()
+
+        def call(latents: torch.Tensor, member: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+            rows = torch.where(negative, negative_row[member], prompt_rows[member]).to(encoded.prompt_rows.device)
+            return self._transformer(latents, float(t), encoded, rows, guidance[member.to(guidance.device)])
+
+        return guided_predict(x, encoded.cfg_members.cpu(), encoded.true_cfg, call).to(x.device)
 
     def _check_state(self, x: torch.Tensor, encoded: FluxConditions) -> tuple[int, int, int, int, int]:
         """Validate ``x``'s shape against the members and FLUX's 2x2 packing; return it."""

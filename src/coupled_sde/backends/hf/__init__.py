@@ -21,9 +21,9 @@ require("diffusers", "diffusers")
 require("transformers", "diffusers")
 
 if TYPE_CHECKING:
-    from coupled_sde.backends.diffusers.flux import FluxBackbone
-    from coupled_sde.backends.diffusers.stable_diffusion import StableDiffusionBackbone
-    from coupled_sde.backends.diffusers.tiny import tiny_flux_pipeline, tiny_sd_pipeline
+    from coupled_sde.backends.hf.flux import FluxBackbone
+    from coupled_sde.backends.hf.stable_diffusion import StableDiffusionBackbone
+    from coupled_sde.backends.hf.tiny import tiny_flux_pipeline, tiny_sd_pipeline
 
 _EXPORTS = {
     "FluxBackbone": "flux",

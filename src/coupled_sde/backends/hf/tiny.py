@@ -23,7 +23,7 @@ Shapes follow the real models where conventions depend on them:
 Example::
 
     import torch
-    from coupled_sde.backends.diffusers.tiny import tiny_flux_pipeline
+    from coupled_sde.backends.hf.tiny import tiny_flux_pipeline
 
     torch.set_num_threads(1)  # much faster for tiny models on small machines
     pipe = tiny_flux_pipeline(seed=0)
@@ -42,9 +42,8 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from transformers import CLIPTokenizer, PreTrainedTokenizerFast
-
     from diffusers import FluxPipeline, StableDiffusionPipeline
+    from transformers import CLIPTokenizer, PreTrainedTokenizerFast
 
 __all__ = ["tiny_flux_pipeline", "tiny_sd_pipeline"]
 

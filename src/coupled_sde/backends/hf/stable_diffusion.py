@@ -19,11 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
-from coupled_sde.backends.base import Condition, Prediction
-from coupled_sde.backends.diffusers._common import (
+from coupled_sde.backends.base import Condition, Prediction, guided_predict
+from coupled_sde.backends.hf._common import (
     Generators,
     check_image_size,
     dedupe,
@@ -34,11 +33,13 @@ from coupled_sde.backends.diffusers._common import (
     vae_encode,
     warn,
 )
+from coupled_sde.backends.registry import BackboneInfo, register_backbone
+from coupled_sde.schedules import DiscreteVP, vp_alphas_cumprod
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionPipeline
 
-__all__ = ["StableDiffusionBackbone", "StableDiffusionConditions", "alphas_cumprod_float64", "ddim_timesteps"]
+__all__ = ["StableDiffusionBackbone", "StableDiffusionConditions", "alphas_cumprod_float64"]
 
 #: Classifier-free guidance scale used when a member's ``guidance`` is ``None`` (diffusers' default).
 DEFAULT_GUIDANCE = 7.5
@@ -47,53 +48,9 @@ _PREDICTIONS: dict[str, Prediction] = {"epsilon": "epsilon", "v_prediction": "v"
 
 
 def alphas_cumprod_float64(scheduler: Any) -> torch.Tensor:
-    """The scheduler's ``alphas_cumprod`` recomputed in float64 from its config.
-
-    diffusers builds the betas in float32; the original LDM / SD code (and any careful SDE
-    arithmetic) uses float64. ``linear``, ``scaled_linear`` and ``squaredcos_cap_v2`` schedules
-    and ``trained_betas`` are recomputed; anything else (e.g. ``rescale_betas_zero_snr``) falls back
-    to the scheduler's own float32 values, cast.
-    """
-    config = scheduler.config
-    n = int(config.num_train_timesteps)
-    schedule = config.get("beta_schedule", "linear")
-    if config.get("rescale_betas_zero_snr", False):
-        return scheduler.alphas_cumprod.to(torch.float64).cpu()
-    if config.get("trained_betas") is not None:
-        betas = torch.tensor(config.trained_betas, dtype=torch.float64)
-    elif schedule == "linear":
-        betas = torch.linspace(config.beta_start, config.beta_end, n, dtype=torch.float64)
-    elif schedule == "scaled_linear":
-        betas = torch.linspace(config.beta_start**0.5, config.beta_end**0.5, n, dtype=torch.float64) ** 2
-    elif schedule == "squaredcos_cap_v2":
-        steps = torch.arange(n + 1, dtype=torch.float64) / n
-        alpha_bar = torch.cos((steps + 0.008) / 1.008 * torch.pi / 2) ** 2
-        betas = (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
-    else:
-        return scheduler.alphas_cumprod.to(torch.float64).cpu()
-    return torch.cumprod(1.0 - betas, dim=0)
-
-
-def ddim_timesteps(n_steps: int, config: Any) -> torch.Tensor:
-    """Integer timesteps, descending, as ``DDIMScheduler.set_timesteps`` spaces them for this config.
-
-    "leading" (the default, and SD 1.x/2.x's): ``arange(N) * (T // N) + steps_offset`` reversed, e.g.
-    ``981, 961, ..., 1`` for N = 50; "trailing": ``round(arange(T, 0, -T/N)) - 1``; "linspace":
-    ``round(linspace(0, T - 1, N))`` reversed.
-    """
-    total = int(config.num_train_timesteps)
-    if not 1 <= n_steps <= total:
-        raise ValueError(f"n_steps must be in [1, {total}], got {n_steps}")
-    spacing = config.get("timestep_spacing", "leading")
-    if spacing == "leading":
-        timesteps = (np.arange(n_steps) * (total // n_steps)).round()[::-1] + int(config.get("steps_offset", 0))
-    elif spacing == "trailing":
-        timesteps = np.round(np.arange(total, 0, -total / n_steps)) - 1
-    elif spacing == "linspace":
-        timesteps = np.linspace(0, total - 1, n_steps).round()[::-1]
-    else:
-        raise ValueError(f"unsupported timestep_spacing {spacing!r}; expected 'leading', 'trailing' or 'linspace'")
-    return torch.from_numpy(timesteps.astype(np.int64))
+    """The scheduler's ``alphas_cumprod`` recomputed in float64 from its config
+    (:func:`coupled_sde.schedules.vp_alphas_cumprod`; the scheduler's own values for other options)."""
+    return vp_alphas_cumprod(scheduler.config, scheduler.alphas_cumprod)
 
 
 @dataclass(frozen=True)
@@ -122,19 +79,32 @@ class StableDiffusionConditions:
         return int(self.prompt_rows.shape[0])
 
 
-class StableDiffusionBackbone:
+@register_backbone
+class StableDiffusionBackbone(BackboneInfo):
     """A ``StableDiffusionPipeline`` (SD 1.x, 2.x, epsilon- or v-prediction) seen as an :class:`ImageBackbone`.
 
     Build it from an existing pipeline (``StableDiffusionBackbone(pipe)``; offloading hooks, LoRAs
     and dtypes are kept) or with :meth:`from_pretrained`. ``prediction`` follows the scheduler's
-    ``prediction_type``; ``alphas_cumprod`` (float64) and :meth:`timesteps` describe the discrete
-    VP schedule, and ``final_alpha_cumprod`` is DDIM's value "after" the last timestep (1.0 with
-    ``set_alpha_to_one``, else ``alphas_cumprod[0]``, SD's setting).
+    ``prediction_type``; ``schedule`` is the discrete VP schedule of the scheduler config
+    (:class:`~coupled_sde.schedules.DiscreteVP`: float64 ``alphas_cumprod``, DDIM timestep spacing,
+    ``final_alpha_cumprod`` 1.0 with ``set_alpha_to_one``, else ``alphas_cumprod[0]``, SD's setting).
 
     Args:
         pipe: the pipeline whose ``unet``, ``vae``, text encoder and scheduler config are used.
         default_guidance: CFG scale for members whose ``guidance`` is ``None`` (7.5, diffusers' default).
     """
+
+    name = "stable-diffusion"
+    pipelines = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
+    dtype = torch.float16
+    #: 50 DDIM timesteps from index 10 (t = 781, img2img's strength 0.8), CFG 7.5; DDIM inversion under
+    #: the source at CFG 1. FlowEdit runs in its DDIM form on the same grid.
+    defaults = {
+        "sync-sde": {"steps": 50, "start": 10, "guidance": 7.5},
+        "sdedit": {"steps": 50, "start": 10, "guidance": 7.5},
+        "ode-inversion": {"steps": 50, "start": 10, "guidance": 7.5, "source_guidance": 1.0},
+        "flowedit": {"steps": 50, "start": 10, "guidance": 7.5},
+    }
 
     def __init__(self, pipe: StableDiffusionPipeline, *, default_guidance: float = DEFAULT_GUIDANCE):
         config = pipe.scheduler.config
@@ -144,9 +114,7 @@ class StableDiffusionBackbone:
         self.pipe = pipe
         self.default_guidance = float(default_guidance)
         self.prediction: Prediction = _PREDICTIONS[prediction_type]
-        self.alphas_cumprod = alphas_cumprod_float64(pipe.scheduler)
-        set_alpha_to_one = config.get("set_alpha_to_one", True)
-        self.final_alpha_cumprod = 1.0 if set_alpha_to_one else float(self.alphas_cumprod[0])
+        self.schedule = DiscreteVP.from_config(config, pipe.scheduler.alphas_cumprod)
 
     @classmethod
     def from_pretrained(
@@ -173,7 +141,7 @@ class StableDiffusionBackbone:
             pipe.to(device)
         return cls(pipe, default_guidance=default_guidance)
 
-    # -- shapes and schedule --------------------------------------------------------------------
+    # -- shapes --------------------------------------------------------------------
 
     @property
     def vae_scale_factor(self) -> int:
@@ -190,14 +158,6 @@ class StableDiffusionBackbone:
         why = f"the VAE downsamples by {self.vae_scale_factor}"
         check_image_size(height, width, self.vae_scale_factor, why)
         return self.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor
-
-    def timesteps(self, n_steps: int) -> torch.Tensor:
-        """``n_steps`` integer timesteps (int64), descending, spaced like ``DDIMScheduler`` for this config.
-
-        For SD 1.x/2.x ("leading", ``steps_offset=1``) and N = 50: ``981, 961, ..., 21, 1``. See
-        :func:`ddim_timesteps`.
-        """
-        return ddim_timesteps(n_steps, self.pipe.scheduler.config)
 
     # -- conditioning ---------------------------------------------------------------------------
 
@@ -253,20 +213,17 @@ class StableDiffusionBackbone:
             ``(K, B, 4, h, w)`` float32: ``out_uncond + guidance (out_cond - out_uncond)`` for members
             with ``guidance != 1``, the conditional output for the others.
         """
-        members, batch, channels, height, width = self._check_state(x, encoded)
-        cfg = encoded.cfg_members
-        latents = x.reshape(members * batch, channels, height, width)
-        if cfg.numel():
-            latents = torch.cat([latents, x[cfg.to(x.device)].reshape(-1, channels, height, width)])
-        rows = torch.cat([encoded.prompt_rows, encoded.uncond_rows]).repeat_interleave(batch)
-        out = self._unet(latents, t, encoded.prompt_embeds[rows], encoded.model_device)
-        cond = out[: members * batch].view(members, batch, channels, height, width)
-        if cfg.numel():
-            uncond = out[members * batch :].view(-1, batch, channels, height, width)
-            scale = encoded.guidance[cfg].to(out.device).view(-1, 1, 1, 1, 1)
-            cond = cond.clone()
-            cond[cfg.to(out.device)] = uncond + scale * (cond[cfg.to(out.device)] - uncond)
-        return cond.to(x.device)
+        self._check_state(x, encoded)
+        prompt_rows = encoded.prompt_rows.cpu()
+        uncond_row = torch.zeros_like(prompt_rows)
+        uncond_row[encoded.cfg_members.cpu()] = encoded.uncond_rows.cpu()
+
+        def call(latents: torch.Tensor, member: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+            rows = torch.where(negative, uncond_row[member], prompt_rows[member]).to(encoded.prompt_rows.device)
+            return self._unet(latents, t, encoded.prompt_embeds[rows], encoded.model_device)
+
+        cfg = encoded.cfg_members.cpu()
+        return guided_predict(x, cfg, encoded.guidance[cfg.to(encoded.guidance.device)], call).to(x.device)
 
     def _check_state(self, x: torch.Tensor, encoded: StableDiffusionConditions) -> tuple[int, int, int, int, int]:
         """Validate ``x``'s shape against the members and the UNet's channels; return it."""
