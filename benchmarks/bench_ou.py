@@ -2,7 +2,7 @@
 
 Prints the median of several repeats for each and the ratios to the hand-written loop, all measured
 in the same run (so the ratios, not the absolute times, are what to compare across machines).
-Also times K = 2 synchronously coupled members against a hand loop that shares its draws.
+Times an integer seed and per-sample seeds (one per path), and K = 2 synchronously coupled members against a hand loop that shares its draws.
 
     python benchmarks/bench_ou.py [--repeats 7] [--threads N]
 """
@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from coupled_sde import TimeGrid, solve
+from coupled_sde import GridBrownian, TimeGrid, solve
 from coupled_sde.problems import OrnsteinUhlenbeck
 
 THETA, MU, SIGMA = 1.0, 0.5, 0.3
@@ -39,6 +39,16 @@ def hand_loop_coupled(x0: torch.Tensor) -> torch.Tensor:
 
 def ours(x0: torch.Tensor, grid: TimeGrid) -> torch.Tensor:
     return solve(OrnsteinUhlenbeck(THETA, MU, SIGMA), x0, grid, "euler", noise=0).y
+
+
+def ours_per_sample(x0: torch.Tensor, grid: TimeGrid, seeds: list[int]) -> torch.Tensor:
+    return solve(OrnsteinUhlenbeck(THETA, MU, SIGMA), x0, grid, "euler", noise=seeds).y
+
+
+def ours_legacy(x0: torch.Tensor, grid: TimeGrid, seed) -> torch.Tensor:
+    """The same solve on coupled-sde 0.1's generator (seeded CPU torch.randn), for comparison."""
+    src = GridBrownian(grid, None if isinstance(seed, list) else B, (D,), seed=seed, generator="torch")
+    return solve(OrnsteinUhlenbeck(THETA, MU, SIGMA), x0, grid, "euler", noise=src).y
 
 
 def ours_coupled(x0: torch.Tensor, grid: TimeGrid) -> torch.Tensor:
@@ -64,14 +74,18 @@ def torchsde_euler(x0: torch.Tensor, dt_hint: bool) -> torch.Tensor:
     return torchsde.sdeint(OU(), x0, ts, method="euler", dt=1.0 / N, **kw)[-1]
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def median_times(rows: dict, repeats: int) -> dict[str, float]:
+    """Median wall time of each row, the rows interleaved round-robin so that a change in the machine's
+    load (a shared CI runner) hits all of them alike and the ratios stay meaningful."""
+    for fn in rows.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in rows}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for name, fn in rows.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main() -> None:
@@ -85,16 +99,20 @@ def main() -> None:
     grid = TimeGrid.uniform(0.0, 1.0, N)
     x0 = torch.zeros(B, D)
     x0k = torch.stack([x0, x0 + 1.0])
+    seeds = list(range(1000, 1000 + B))
     rows = {
         "hand-written loop": lambda: hand_loop(x0),
         "coupled_sde.solve": lambda: ours(x0, grid),
+        "coupled_sde.solve, per-sample seeds": lambda: ours_per_sample(x0, grid, seeds),
+        "coupled_sde.solve, generator='torch' (0.1)": lambda: ours_legacy(x0, grid, 0),
+        "coupled_sde.solve, per-sample, generator='torch' (0.1)": lambda: ours_legacy(x0, grid, seeds),
         "hand loop, K=2 shared draws": lambda: hand_loop_coupled(x0k),
         "coupled_sde.solve, K=2 synchronous": lambda: ours_coupled(x0k, grid),
     }
     if not args.no_torchsde:
         rows["torchsde.sdeint euler (BrownianInterval)"] = lambda: torchsde_euler(x0, False)
         rows["torchsde.sdeint euler (BrownianInterval, dt hint)"] = lambda: torchsde_euler(x0, True)
-    times = {name: median_time(fn, args.repeats) for name, fn in rows.items()}
+    times = median_times(rows, args.repeats)
     base, base_k = times["hand-written loop"], times["hand loop, K=2 shared draws"]
     print(f"2-D OU, batch {B}, {N} Euler steps, median of {args.repeats}, torch threads {torch.get_num_threads()}")
     for name, t in times.items():

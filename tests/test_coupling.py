@@ -97,3 +97,11 @@ def test_independent_coupling_does_not_contract_as_fast():
     sync = solve(ou, x0, TimeGrid.uniform(0, 3, 300), noise=0, coupling="synchronous").y
     ind = solve(ou, x0, TimeGrid.uniform(0, 3, 300), noise=0, coupling="independent").y
     assert (sync[1] - sync[0]).abs().mean() < 0.06 < (ind[1] - ind[0]).abs().mean()
+
+
+def test_reflection_with_one_member_keeps_its_increment():
+    grid = TimeGrid.uniform(0, 1, 10)
+    y0 = torch.zeros(1, 4, 2)
+    one = solve(OrnsteinUhlenbeck(), y0, grid, noise=2, coupling="reflection").y
+    sync = solve(OrnsteinUhlenbeck(), y0, grid, noise=2, coupling="synchronous").y
+    assert torch.equal(one, sync)

@@ -126,3 +126,35 @@ def test_decreasing_grid_integrates_backwards():
     ode = FunctionSDE(lambda t, y: y, lambda t, y: 0.0, noise_type="additive")
     y = solve(ode, torch.ones(1, 1, dtype=torch.float64), TimeGrid.uniform(1, 0, 1000), "heun", noise=0).y
     assert math.isclose(float(y), math.exp(-1), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_states_are_integrated_in_float32(dtype):
+    # OU mean at t = 1 from x0 = 1, theta = 0.05: exp(-0.05) = 0.951 (bf16/fp16 gave 0.25 / 0.756)
+    ou = OrnsteinUhlenbeck(theta=0.05, mu=0.0, sigma=0.01)
+    y = solve(ou, torch.ones(4000, 1, dtype=dtype), TimeGrid.uniform(0, 1, 1000), noise=0).y
+    assert y.dtype == dtype
+    assert abs(float(y.float().mean()) - math.exp(-0.05)) < 2e-3
+
+
+def test_nan_from_the_diffusion_at_the_last_step_raises():
+    def g(t, y):
+        return torch.where(torch.tensor(t >= GRID[-2]), torch.full_like(y, float("nan")), torch.full_like(y, 0.1))
+
+    sde = FunctionSDE(lambda t, y: -y, g, noise_type="diagonal")
+    with pytest.raises(NonFiniteError, match=r"step 19 .*member\(s\) \[0\]") as e:
+        solve(sde, torch.zeros(3, 2), GRID, noise=0)
+    assert e.value.step == 19 and e.value.state_was_finite is False
+
+
+def test_nested_grid_is_rejected():
+    with pytest.raises(ValueError, match="flat"):
+        solve(OrnsteinUhlenbeck(), torch.zeros(3, 1), [[0.0, 0.5], [0.5, 1.0]], noise=0)
+    with pytest.raises(ValueError, match="flat"):
+        TimeGrid(torch.zeros(2, 3))
+
+
+def test_additive_matrix_diffusion_shape_is_checked():
+    bad = FunctionSDE(lambda t, y: -y, lambda t, y: torch.ones(2, 4), noise_type="additive", brownian_size=3)
+    with pytest.raises(ValueError, match="m=3"):
+        solve(bad, torch.zeros(5, 2), GRID, noise=0)

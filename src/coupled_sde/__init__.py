@@ -13,6 +13,7 @@ from typing import Any
 
 from .adaptive import PIController
 from .brownian import BrownianSource, GridBrownian, IntervalBrownian, RecordedBrownian
+from .brownian_tree import BrownianTree
 from .coupling import Correlated, Coupling, Independent, Reflection, Synchronous
 from .drivers import BrownianDriver, PathDriver
 from .errors import MissingDependencyError, NonFiniteError
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BrownianDriver",
     "BrownianSource",
+    "BrownianTree",
     "Calculus",
     "Correlated",
     "Coupling",

@@ -64,25 +64,22 @@ def adaptive_loop(c: PIController, integ, sys, driver, grid, y: Tensor, save_at:
     ``(y, save_times, saved_states, n_accepted, n_rejected, accepted_times)``."""
     t0, t1 = grid.t0, grid.t1
     sign = 1.0 if t1 > t0 else -1.0
-    if save_at is None:
-        save: list[float] = []
-    elif isinstance(save_at, str):
-        if save_at != "all":
-            raise ValueError(f"save_at must be 'all', None or a sequence of times, got {save_at!r}")
-        save = [t0]  # 'all' under adaptive steps: the accepted times are returned in step_times
-    else:
-        save = sorted({float(t) for t in save_at}, key=lambda s: sign * s)
-        for s in save:
-            if sign * (s - t0) < 0 or sign * (t1 - s) < 0:
-                raise ValueError(f"save_at time {s!r} lies outside the span [{t0!r}, {t1!r}]")
-    targets = [s for s in save if s != t0] + ([t1] if not save or save[-1] != t1 else [])
-    saved = [y] if save and save[0] == t0 else []
+    save_all = isinstance(save_at, str)
+    if save_all and save_at != "all":
+        raise ValueError(f"save_at must be 'all', None or a sequence of times, got {save_at!r}")
+    save: list[float] = [] if save_at is None or save_all else sorted({float(s) for s in save_at}, key=lambda s: sign * s)
+    for s in save:
+        if sign * (s - t0) < 0 or sign * (t1 - s) < 0:
+            raise ValueError(f"save_at time {s!r} lies outside the span [{t0!r}, {t1!r}]")
+    targets = [s for s in save if s != t0]
+    if not targets or targets[-1] != t1:
+        targets.append(t1)
+    saved = [y] if save_all or (save and save[0] == t0) else []
     save_set = set(save)
     h = abs(c.dt0 if c.dt0 is not None else grid[1] - grid[0])
     k = integ.info.strong_order + 0.5
     b1, b2 = (c.pcoeff + c.icoeff) / k, c.pcoeff / k
-    t, prev, acc, rej, times = t0, 1.0, 0, 0, [t0]
-    ti = 0
+    t, prev, acc, rej, times, ti = t0, 1.0, 0, 0, [t0], 0
     while ti < len(targets):
         if acc + rej >= c.max_steps:
             raise RuntimeError(
@@ -90,22 +87,20 @@ def adaptive_loop(c: PIController, integ, sys, driver, grid, y: Tensor, save_at:
             )
         target = targets[ti]
         remaining = abs(target - t)
-        landing = h >= remaining * (1 - 1e-12)
+        landing = h >= remaining * (1 - 1e-12)  # the step reaches (or would cross) the next save time: land on it
         dt = sign * (remaining if landing else h)
         sys.step_index, sys.step_time = acc, t
         y1, err = integ.step_with_error(sys, t, dt, y, driver.interval_noise(t, dt, y))
         e = _norm(err, y, y1, c)
         if not math.isfinite(e):
             e = math.inf
-        accept = e <= 1.0 or abs(dt) <= c.dt_min
         if e == 0.0:
             factor = c.factor_max
         elif math.isinf(e):
             factor = c.factor_min
         else:
-            factor = c.safety * e ** (-b1) * prev**b2
-        factor = min(c.factor_max, max(c.factor_min, factor))
-        if accept:
+            factor = min(c.factor_max, max(c.factor_min, c.safety * e ** (-b1) * prev**b2))
+        if e <= 1.0 or abs(dt) <= c.dt_min:
             acc += 1
             t = target if landing else t + dt
             y = y1
@@ -113,15 +108,14 @@ def adaptive_loop(c: PIController, integ, sys, driver, grid, y: Tensor, save_at:
             prev = max(e, 1e-4)
             if landing:
                 ti += 1
-                if t in save_set:
-                    saved.append(y)
-            h = (
-                max(abs(dt) * factor, c.dt_min)
-                if not landing
-                else max(h * factor if h < remaining else abs(dt) * factor, c.dt_min)
-            )
+            if save_all or (landing and t in save_set):
+                saved.append(y)
+            proposal = abs(dt) * factor
+            if landing and abs(dt) < h:  # a step shortened to land does not shrink the next one
+                proposal = max(proposal, h * min(factor, 1.0))
+            h = max(proposal, c.dt_min)
         else:
             rej += 1
             h = max(abs(dt) * min(factor, 0.9), c.dt_min)
-    ts = [s for s in save if s in save_set][: len(saved)]
+    ts = times if save_all else [s for s in save if s in save_set]
     return y, ts, saved, acc, rej, times

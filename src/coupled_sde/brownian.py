@@ -6,20 +6,21 @@ shape of the SDE. Its law is ``N(0, |t - s| I)`` in either direction: on a decre
 models integrate noise level from 1 to 0) it is the increment of the *backward* Brownian motion,
 ``W(s) - W(t)``.
 
-Three sources:
+Sources:
 
 * :class:`GridBrownian` -- fixed grids, fast. Increments are a pure function of
-  ``(seed, stream, sample, step)``: the same seed gives the same noise whatever the batch composition
-  and the query order (A1111#5210, k-diffusion#25 are what happens otherwise). Refining the grid by an
-  integer factor gives the *same* path: build the source on the finest grid and every sub-grid's
-  increments are sums of fine ones, so a convergence study compares step sizes on one path.
-  Cost: one ``torch.randn`` per (stream, sample, chunk of steps) up front, about the cost of the
-  ``torch.randn`` calls of a hand-written loop (torchsde's ``BrownianInterval`` makes ~9 bridge
-  samples per step with a fresh generator each; see ``benchmarks/bench_ou.py``).
-* :class:`IntervalBrownian` -- an adapter over ``torchsde.BrownianInterval`` for arbitrary interval
-  queries (Brownian-bridge refinement), when the grid is not known in advance.
+  ``(seed, stream, sample, step)``, computed on the state's device by the counter-based generator of
+  :mod:`coupled_sde.counter_rng`: the same seed gives the same noise whatever the batch composition, the
+  query order and the device (A1111#5210, k-diffusion#25 are what happens otherwise), and per-sample
+  seeds cost no more than an integer seed. Refining the grid by an integer factor gives the *same*
+  path: build the source on the finest grid and every sub-grid's increments are sums of fine ones, so
+  a convergence study compares step sizes on one path.
+* :class:`~coupled_sde.brownian_tree.BrownianTree` -- any interval, any order, with space-time Lévy
+  area: a virtual Brownian tree on the same generator.
 * :class:`RecordedBrownian` -- replays recorded increments (drive an SDE with the noise of another
   run, or with backward increments read off a path by :func:`coupled_sde.reversal.backward_increments`).
+* :class:`IntervalBrownian` -- an adapter over ``torchsde.BrownianInterval`` (optional extra
+  ``torchsde``), kept for comparisons.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from ._optional import require
+from .counter_rng import counter_normals, derive_keys, parse_seed, seed_words
 from .grid import TimeGrid
 
 __all__ = ["BrownianSource", "GridBrownian", "IntervalBrownian", "RecordedBrownian", "sample_seed"]
@@ -42,6 +45,36 @@ _MASK64 = (1 << 64) - 1
 _CHUNK = 1 << 13
 #: Samples drawn together under an integer seed (small noise: one generator call serves many samples).
 _BLOCK = 64
+
+
+#: Normals per :meth:`GridBrownian.normals` call the solver makes with the counter generator: large
+#: enough to amortise the ~30 tensor operations of a call, small enough to stay in cache.
+_COUNTER_CHUNK = 1 << 18
+#: Key domains: separate the streams of different uses of the same seed.
+_DOMAIN_GRID_INT, _DOMAIN_GRID_PER_SAMPLE = 0x47524931, 0x47525053
+#: Offset of the key domain of the space-time Lévy area's normals (independent of the increments').
+_DOMAIN_LEVY = 0x4C455659
+
+
+def grid_keys(
+    int_seed: int | None,
+    seed_list: Sequence[int] | None,
+    batch_size: int,
+    streams: int,
+    device: torch.device | str,
+    domain: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """``(key, gamma)`` of shape ``(streams * batch_size, 1)``, stream-major: one counter stream per
+    (stream, sample), a function of ``(seed, sample, stream)`` or ``(seeds[sample], stream)`` and ``domain``."""
+    s = torch.arange(streams, dtype=torch.int64, device=device).view(streams, 1)
+    if seed_list is None:
+        lo, hi = seed_words([int_seed], device)
+        b = torch.arange(batch_size, dtype=torch.int64, device=device).view(1, batch_size)
+        key, gamma = derive_keys(lo.view(1, 1), hi.view(1, 1), b, s, (_DOMAIN_GRID_INT + domain) & 0xFFFFFFFF)
+    else:
+        lo, hi = seed_words(seed_list, device)
+        key, gamma = derive_keys(lo.view(1, -1), hi.view(1, -1), 0, s, (_DOMAIN_GRID_PER_SAMPLE + domain) & 0xFFFFFFFF)
+    return key.reshape(-1, 1), gamma.reshape(-1, 1)
 
 
 def _block_samples(per_step: int) -> int:
@@ -115,6 +148,12 @@ class _Tabulated:
 class GridBrownian(_Tabulated):
     """Counter-based Brownian increments on a fixed grid, with per-sample seeds.
 
+    Step ``i``'s standard normals for sample ``b`` and stream ``s`` are a pure function of
+    ``(seed, b, s, i)`` (or ``(seeds[b], s, i)``), computed by :mod:`coupled_sde.counter_rng` directly on
+    ``device`` in ``dtype``: no ``torch.Generator``, no global RNG, no CPU-to-device copy, the same
+    values whatever the batch composition, the query order, the grid length, or the device (integer
+    bits identical; the float transform agrees to a few ulp across devices).
+
     Parameters
     ----------
     grid:
@@ -122,11 +161,16 @@ class GridBrownian(_Tabulated):
     batch_size, noise_shape:
         ``B`` and the per-sample noise shape (``SDE.brownian_shape(event)``).
     seed:
-        An ``int`` (sample ``b``'s noise is a function of ``(seed, b)``: adding samples to the batch
-        leaves the others' noise unchanged) or one seed per sample (sample ``b``'s noise is a function
-        of ``seeds[b]`` alone, wherever it stands in the batch). Nothing reads the global RNG.
+        An integer in ``[0, 2**64)`` (Python/numpy integer or 0-d tensor; sample ``b``'s noise is a
+        function of ``(seed, b)``: adding samples to the batch leaves the others' noise unchanged) or one
+        seed per sample (a sequence, numpy array or 1-d tensor; sample ``b``'s noise is a function of
+        ``seeds[b]`` alone, wherever it stands in the batch).
     streams:
         Independent streams ``S`` (a coupling declares how many it needs).
+    generator:
+        ``"counter"`` (default). ``"torch"`` reproduces the values of coupled-sde 0.1 (seeded
+        ``torch.randn`` on the CPU, copied to ``device``; per-sample seeds cost one generator call per
+        sample and chunk): keep it only to replay results recorded with that version.
     """
 
     def __init__(
@@ -138,26 +182,41 @@ class GridBrownian(_Tabulated):
         streams: int = 1,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
+        generator: str = "counter",
     ) -> None:
+        if generator not in ("counter", "torch"):
+            raise ValueError(f"generator must be 'counter' or 'torch', got {generator!r}")
         self.grid = grid
+        seed = parse_seed(seed)
         if isinstance(seed, int):
             if batch_size is None:
                 raise ValueError("an integer seed needs batch_size (sample b's noise is a function of (seed, b))")
             self._int_seed, self._seed_list, self.batch_size = seed, None, int(batch_size)
         else:
-            self._int_seed, self._seed_list = None, [sample_seed(int(k), 0) for k in seed]
-            if batch_size is not None and len(self._seed_list) != batch_size:
-                raise ValueError(f"got {len(self._seed_list)} per-sample seeds for a batch of {batch_size}")
-            self.batch_size = len(self._seed_list)
+            self._int_seed, self._seed_list = None, seed
+            if batch_size is not None and len(seed) != batch_size:
+                raise ValueError(f"got {len(seed)} per-sample seeds for a batch of {batch_size}")
+            self.batch_size = len(seed)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         self.noise_shape = tuple(int(n) for n in noise_shape)
         self.streams = int(streams)
+        if self.streams < 1:
+            raise ValueError(f"streams must be at least 1, got {streams}")
         self.dtype, self.device = dtype, torch.device(device)
+        self.generator = generator
         self.shape = (self.streams, self.batch_size) + self.noise_shape
         self._cache: Tensor | None = None
-        self._gen = torch.Generator()
         self._scale = torch.tensor([math.sqrt(abs(dt)) for _, dt in grid.steps()], dtype=torch.float64)
-        self._rows = 1 if self._seed_list is not None else _block_samples(max(1, math.prod(self.noise_shape)))
-        self._blocks = self._make_blocks()
+        if generator == "counter":
+            self._scale = self._scale.to(self.device)
+        self._per_step = max(1, math.prod(self.noise_shape))
+        if generator == "torch":
+            self._gen = torch.Generator()
+            self._rows = 1 if self._seed_list is not None else _block_samples(self._per_step)
+            self._blocks = self._make_blocks()
+        else:
+            self._key, self._gamma = grid_keys(self._int_seed, self._seed_list, self.batch_size, self.streams, self.device)
 
     def _table(self) -> Tensor:
         if self._cache is None:
@@ -177,7 +236,22 @@ class GridBrownian(_Tabulated):
 
     def normals(self, i0: int, i1: int, scaled: bool = False) -> Tensor:
         """The standard normal draws behind steps ``[i0, i1)`` (``steps`` = these times ``sqrt|dt|``)."""
+        if not 0 <= i0 <= i1 <= self.grid.n_steps:
+            raise IndexError(f"steps [{i0}, {i1}) are outside the grid's {self.grid.n_steps} steps")
         gen_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
+        if self.generator == "torch":
+            out = self._normals_torch(i0, i1, gen_dtype)
+        else:
+            P = self._per_step
+            z = counter_normals(self._key, self._gamma, i0 * P, (i1 - i0) * P, gen_dtype)
+            out = z.view((self.streams, self.batch_size, i1 - i0) + self.noise_shape)
+        if scaled:
+            scale = self._scale[i0:i1].to(device=out.device, dtype=gen_dtype)
+            out = out * scale.reshape((1, 1, i1 - i0) + (1,) * len(self.noise_shape))
+        return out.to(device=self.device, dtype=self.dtype)
+
+    def _normals_torch(self, i0: int, i1: int, gen_dtype: torch.dtype) -> Tensor:
+        """coupled-sde 0.1's values: seeded CPU ``torch.randn`` per (stream, block of samples, chunk)."""
         out = torch.empty((self.streams, self.batch_size, i1 - i0) + self.noise_shape, dtype=gen_dtype)
         g = self._gen
         rows, chunk = self._rows, self.chunk_steps()
@@ -196,30 +270,92 @@ class GridBrownian(_Tabulated):
                     else:
                         block = torch.randn((rows, chunk) + self.noise_shape, generator=g, dtype=gen_dtype)
                         dst.copy_(block[: b1 - b0, a - c * chunk : b - c * chunk])
-        if scaled:
-            out.mul_(self._scale[i0:i1].to(gen_dtype).reshape((1, 1, i1 - i0) + (1,) * len(self.noise_shape)))
-        return out.to(device=self.device, dtype=self.dtype)
+        return out
 
     def chunk_steps(self) -> int:
-        """How many steps one generator call draws (the natural slice for iterating)."""
-        return _chunk_steps(max(1, math.prod(self.noise_shape)) * self._rows)
+        """How many steps one call of :meth:`normals` should cover (the natural slice for iterating)."""
+        if self.generator == "torch":
+            return _chunk_steps(self._per_step * self._rows)
+        steps = max(1, _COUNTER_CHUNK // (self._per_step * self.batch_size * self.streams))
+        align = 32 // math.gcd(32, self._per_step)  # whole blocks of 32 normals per call: nothing drawn twice
+        return max(align, steps // align * align)
 
     def _make_blocks(self) -> list[tuple[int, int, int]]:
         """``(b0, b1, key)``: runs of samples drawn together. With an integer seed, samples are grouped
         in fixed blocks of absolute indices whose key is a function of (seed, block), so a sample's
         noise does not depend on the batch around it; with per-sample seeds each sample is a block."""
         if self._seed_list is not None:
-            return [(b, b + 1, k) for b, k in enumerate(self._seed_list)]
+            return [(b, b + 1, sample_seed(k, 0)) for b, k in enumerate(self._seed_list)]
         rows = self._rows
         return [
             (b0, min(self.batch_size, b0 + rows), sample_seed(self._int_seed, b0 // rows, 0x5EED))
             for b0 in range(0, self.batch_size, rows)
         ]
 
+    # ------------------------------------------------------------------ space-time Lévy area
+    def levy_normals(self, i0: int, i1: int) -> Tensor:
+        """Standard normals behind the space-time Lévy area of steps ``[i0, i1)``: step ``k``'s area is
+        ``sqrt(|dt_k| / 12)`` times these, independent of its increment (a separate key domain)."""
+        if self.generator != "counter":
+            raise ValueError("the space-time Lévy area needs the counter generator (generator='counter')")
+        if not 0 <= i0 <= i1 <= self.grid.n_steps:
+            raise IndexError(f"steps [{i0}, {i1}) are outside the grid's {self.grid.n_steps} steps")
+        if not hasattr(self, "_levy_keys"):
+            self._levy_keys = grid_keys(self._int_seed, self._seed_list, self.batch_size, self.streams, self.device, _DOMAIN_LEVY)
+        gen_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
+        P = self._per_step
+        z = counter_normals(*self._levy_keys, i0 * P, (i1 - i0) * P, gen_dtype)
+        return z.view((self.streams, self.batch_size, i1 - i0) + self.noise_shape)
+
+    def _levy_table(self) -> tuple[Tensor, Tensor]:
+        """``(dW, H)`` of every step of the source's own grid, float64 ``(S, B, N, *noise)``."""
+        if getattr(self, "_levy_cache", None) is None:
+            n = self.grid.n_steps
+            h = torch.tensor([abs(dt) for _, dt in self.grid.steps()], dtype=torch.float64, device=self.device)
+            shape = (1, 1, n) + (1,) * len(self.noise_shape)
+            dw = self.normals(0, n).to(torch.float64) * h.sqrt().view(shape)
+            H = self.levy_normals(0, n).to(torch.float64) * (h / 12).sqrt().view(shape)
+            self._levy_cache = (dw, H, h)
+        return self._levy_cache[0], self._levy_cache[1]
+
+    def _levy_span(self, i: int, j: int) -> tuple[Tensor, Tensor]:
+        """``(dW, H)`` over own-grid steps ``[i, j)`` composed from the steps' own: with ``B`` the motion
+        in the grid's direction of travel, ``int (B_u - B_a) du = sum_k h_k (H_k + dW_k/2 + (B_k - B_a))``,
+        then ``H = (1/h) int (B_u - B_a) du - dW/2``."""
+        dw, H = self._levy_table()
+        h = self._levy_cache[2][i:j]
+        shape = (1, 1, j - i) + (1,) * len(self.noise_shape)
+        d, a = dw[:, :, i:j], H[:, :, i:j]
+        before = d.cumsum(2) - d  # B at each step's start, relative to B at step i
+        area = ((a + 0.5 * d + before) * h.view(shape)).sum(2)
+        total = d.sum(2)
+        return total, area / float(h.sum()) - 0.5 * total
+
+    def space_time_levy_area(self, s: float, t: float) -> tuple[Tensor, Tensor]:
+        """``(dW, H)`` over the step from grid point ``s`` to grid point ``t`` (any points of the grid in its
+        direction): ``H = (1/h) int (B_u - B_s - (u - s)/h dW) du`` of the motion ``B`` the source's increments
+        belong to (on a decreasing grid, the backward motion, as :class:`~coupled_sde.brownian_tree.BrownianTree`).
+        Each own step's area is drawn independently of its increment, ``N(0, |dt|/12)``; longer steps compose
+        them exactly, so a sub-grid sees the same path *and* the same areas."""
+        i, j = self.grid.index(s), self.grid.index(t)
+        if j <= i:
+            raise ValueError(f"the step from {s!r} to {t!r} goes against the direction of the source's grid")
+        dw, H = self._levy_span(i, j)
+        return dw.to(self.dtype), H.to(self.dtype)
+
+    def levy_on_grid(self, grid: TimeGrid) -> tuple[Tensor, Tensor]:
+        """``(dW, H)`` of every step of ``grid`` (the source's grid or a sub-grid): two ``(S, B, n, *noise)``."""
+        if grid != self.grid and (grid.increasing != self.grid.increasing or not grid.is_subgrid_of(self.grid)):
+            raise ValueError(f"{grid!r} is not a sub-grid of the Brownian source's {self.grid!r}")
+        idx = [self.grid.index(u) for u in grid]
+        pairs = [self._levy_span(a, b) for a, b in zip(idx[:-1], idx[1:])]
+        return torch.stack([p[0] for p in pairs], 2).to(self.dtype), torch.stack([p[1] for p in pairs], 2).to(self.dtype)
+
     def with_seed(self, seed: int | Sequence[int]) -> GridBrownian:
         """The same source with other seeds (Monte Carlo over independent paths)."""
+        seed = parse_seed(seed)
         batch = self.batch_size if isinstance(seed, int) else None
-        return GridBrownian(self.grid, batch, self.noise_shape, seed, self.streams, self.dtype, self.device)
+        return GridBrownian(self.grid, batch, self.noise_shape, seed, self.streams, self.dtype, self.device, self.generator)
 
 
 class RecordedBrownian(_Tabulated):
@@ -248,10 +384,12 @@ class RecordedBrownian(_Tabulated):
 
 
 class IntervalBrownian:
-    """Adapter over ``torchsde.BrownianInterval``: arbitrary interval queries by bridge refinement.
+    """Adapter over ``torchsde.BrownianInterval``, kept as an optional comparison (extra ``torchsde``).
 
     One entropy seeds the whole ``(S, B, *noise)`` tensor (torchsde has no per-sample seeds), and the
-    path it produces depends on the order of queries; prefer :class:`GridBrownian` on fixed grids.
+    path it produces depends on the order of queries; prefer :class:`GridBrownian` on fixed grids and
+    :class:`~coupled_sde.brownian_tree.BrownianTree` for arbitrary intervals. Raises
+    :class:`~coupled_sde.errors.MissingDependencyError` when torchsde is not installed.
     """
 
     def __init__(
@@ -266,10 +404,9 @@ class IntervalBrownian:
         device: torch.device | str = "cpu",
         dt: float | None = None,
     ) -> None:
-        try:
-            import torchsde
-        except ImportError as e:  # pragma: no cover - torchsde is a core dependency
-            raise ImportError("IntervalBrownian needs torchsde: pip install torchsde") from e
+        require("torchsde", "torchsde")  # an optional comparison, not a core dependency
+        import torchsde
+
         lo, hi = min(t0, t1), max(t0, t1)
         self.shape = (int(streams), int(batch_size)) + tuple(int(n) for n in noise_shape)
         self._bm = torchsde.BrownianInterval(

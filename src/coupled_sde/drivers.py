@@ -190,9 +190,9 @@ class BrownianDriver(Driver):
         n_streams = coupling.n_streams(K)
         src = self.source
         if not isinstance(src, BrownianSource):
-            if intervals or levy:
+            if intervals:
                 src = _interval_source(grid, B, noise_shape, src, n_streams, y0.dtype, y0.device, levy)
-            else:
+            else:  # a fixed grid: counter-based increments (and Lévy areas) on it
                 src = GridBrownian(grid, B, noise_shape, seed=src, streams=n_streams, dtype=y0.dtype, device=y0.device)
         want = (n_streams, B) + tuple(noise_shape)
         if tuple(src.shape) != want:
@@ -324,12 +324,11 @@ class _TorchsdeLevy:
         return self._q(s, t)
 
     def space_time_levy_area(self, s: float, t: float) -> tuple[Tensor, Tensor]:
-        dw, u = self._q(s, t, return_U=True)  # U = int_a^b (W_u - W_a) du
-        h = abs(t - s)
-        H = u / h - 0.5 * dw
-        if s > t:  # the backward motion W(s) - W(t) on [t, s] reversed: H keeps its law, changes sign
-            return -dw, H
-        return dw, H
+        dw, u = self._q(s, t, return_U=True)  # U = int_a^b (W_u - W_a) du over [a, b] = sorted(s, t)
+        H = u / abs(t - s) - 0.5 * dw
+        # On a decreasing grid the increment is the backward motion's, W(s) - W(t) (what the query
+        # returns); its path is W's reversed in time, whose area against the chord has the other sign.
+        return (dw, -H) if s > t else (dw, H)
 
 
 class PathNoise(StepNoise):

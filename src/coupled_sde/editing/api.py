@@ -62,11 +62,7 @@ def edit_latents(
 ) -> EditResult:
     """Edit latents ``(B, *latent)`` with a registered ``method`` (its keyword arguments in ``options``;
     ``seed=`` is accepted for ``noise=``)."""
-    fn = get_method(method).function
-    if "seed" in options:
-        seed = options.pop("seed")
-        options.setdefault("noise", seed)
-    return fn(backbone, latents, source, target, **options)
+    return get_method(method).function(backbone, latents, source, target, **options)
 
 
 def _generators(seed: Seeds, batch: int) -> list[torch.Generator]:

@@ -22,7 +22,7 @@ from ..brownian import BrownianSource, GridBrownian, sample_seed
 from ..grid import TimeGrid
 from ..integrators import Integrator
 from .members import editing_integrator
-from .registry import get_method, resolve_settings, split_settings
+from .registry import STEPS, get_method, resolve_settings, split_settings
 
 __all__ = ["Edit", "EditResult", "Noise", "Seeds", "Timer", "as_condition", "begin", "derive_seeds", "normals"]
 
@@ -111,12 +111,13 @@ def begin(
     *,
     grid: TimeGrid | Sequence[float] | torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
-    eta: float = 1.0,
+    default_eta: float = 1.0,
     **options: Any,
 ) -> Edit:
     """Check and resolve everything a method needs before any model call (see the module docstring).
 
-    ``options`` are the method's keyword arguments as the caller gave them (``None`` = default).
+    ``options`` are the method's keyword arguments as the caller gave them (``None`` = default);
+    ``default_eta`` is the noise scale of methods without an ``eta`` setting (0 for ODE methods).
     """
     method = get_method(fn.method)
     if mask is not None and not method.masks:
@@ -130,12 +131,13 @@ def begin(
     settings = resolve_settings(backbone, method.name, given)
     src, tgt, kwargs = split_settings(method.name, settings, source, target)
     schedule = backbone.schedule
-    full = grid if grid is not None else schedule.grid(kwargs["n_steps"], tuple(x.shape[1:]))
+    n_steps = kwargs.get("n_steps", STEPS.default)
+    full = grid if grid is not None else schedule.grid(n_steps, tuple(x.shape[1:]))
     start = kwargs.get("start", 0)
     if "n_max" in kwargs and "start" not in given:
-        start = kwargs["n_steps"] - kwargs["n_max"]
-    sub = start_grid(full, start, schedule)
-    eta = kwargs.get("eta", eta)
+        start = n_steps - kwargs["n_max"]
+    sub = start_grid(full, start, schedule) if "start" in method.settings else full
+    eta = kwargs.get("eta", default_eta)
     integ = editing_integrator(kwargs.get("integrator"), schedule, eta) if "integrator" in method.settings else None
     if integ is not None:
         settings["integrator"] = str(kwargs.get("integrator") or schedule.default_integrator)

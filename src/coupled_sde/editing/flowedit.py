@@ -58,7 +58,7 @@ def flowedit(
     """Edit ``x`` ``(B, *latent)`` with FlowEdit. ``noise``: the fresh draws of every step (seeds, a
     Brownian source with ``n_avg`` streams, or normals ``(n_avg, B, steps, *latent)``); ``mask``
     (1 = editable) confines the change of ``Z``."""
-    e = begin(flowedit, backbone, x, source, target, grid=grid, mask=mask, eta=0.0, n_steps=n_steps, start=start,
+    e = begin(flowedit, backbone, x, source, target, grid=grid, mask=mask, default_eta=0.0, n_steps=n_steps, start=start,
               n_max=n_max, n_min=n_min, n_avg=n_avg, integrator=integrator)  # fmt: skip
     N, n_avg, n_min = e.full.n_steps, e.options["n_avg"], e.options["n_min"]
     first, switch = N - e.grid.n_steps, N - n_min

@@ -39,7 +39,7 @@ def ode_inversion(
     With a ``mask``, the regeneration carries a source member beside the target (one batched call)
     and blends their drifts, so the source's reconstruction is kept outside the mask.
     """
-    e = begin(ode_inversion, backbone, x, source, target, grid=grid, mask=mask, eta=0.0, n_steps=n_steps, start=start,
+    e = begin(ode_inversion, backbone, x, source, target, grid=grid, mask=mask, default_eta=0.0, n_steps=n_steps, start=start,
               integrator=integrator)  # fmt: skip
     enc = backbone.encode_conditions
     with Timer() as timer:

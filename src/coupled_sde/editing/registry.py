@@ -18,6 +18,7 @@ Defaults: the method's, then the backbone class's ``defaults[method]`` (see
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -159,10 +160,17 @@ def register_method(
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in _METHODS and _METHODS[name].function.__qualname__ != fn.__qualname__:
             raise ValueError(f"method {name!r} is already registered")
+
+        @functools.wraps(fn)
+        def method(*args: Any, seed: Any = None, **kwargs: Any) -> Any:
+            if seed is not None:  # the earlier name of noise=
+                kwargs.setdefault("noise", seed)
+            return fn(*args, **kwargs)
+
         summary = (fn.__doc__ or "").strip().split("\n")[0]
-        _METHODS[name] = Method(name, fn, {s.name: s for s in settings}, tuple(conditions), masks, stochastic, summary)
-        fn.method = name  # type: ignore[attr-defined]
-        return fn
+        _METHODS[name] = Method(name, method, {s.name: s for s in settings}, tuple(conditions), masks, stochastic, summary)
+        method.method = fn.method = name  # type: ignore[attr-defined]
+        return method
 
     return wrap
 

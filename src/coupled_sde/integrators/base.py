@@ -29,6 +29,8 @@ class IntegratorInfo:
     calculus: Calculus
     noise_types: frozenset[NoiseType]
     drift_evals_per_step: int
+    #: order as a deterministic method (g = 0), measured in ``tests/test_integrators.py``
+    ode_order: int = 1
     embedded: bool = False
     needs_levy_area: bool = False
 

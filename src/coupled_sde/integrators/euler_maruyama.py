@@ -24,6 +24,7 @@ class EulerMaruyama(Integrator):
         calculus=Calculus.ITO,
         noise_types=frozenset(NoiseType),
         drift_evals_per_step=1,
+        ode_order=1,
     )
 
     def step(self, system: SDE, t: float, dt: float, y: torch.Tensor, noise: StepNoise) -> torch.Tensor:

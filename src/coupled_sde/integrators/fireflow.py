@@ -39,6 +39,7 @@ class FireFlow(ODEIntegrator):
         calculus=Calculus.ITO,
         noise_types=frozenset(),
         drift_evals_per_step=1,
+        ode_order=2,
     )
 
     def __init__(self) -> None:

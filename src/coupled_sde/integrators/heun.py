@@ -34,6 +34,7 @@ class Heun(Integrator):
         calculus=Calculus.STRATONOVICH,
         noise_types=frozenset({NoiseType.ADDITIVE, NoiseType.SCALAR, NoiseType.DIAGONAL}),
         drift_evals_per_step=2,
+        ode_order=2,
         embedded=True,
     )
 

@@ -34,6 +34,7 @@ class Milstein(Integrator):
         calculus=Calculus.ITO,
         noise_types=frozenset({NoiseType.ADDITIVE, NoiseType.DIAGONAL, NoiseType.SCALAR}),
         drift_evals_per_step=1,
+        ode_order=1,
     )
 
     def __init__(

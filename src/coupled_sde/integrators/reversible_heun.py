@@ -34,6 +34,7 @@ class ReversibleHeun(Integrator):
         calculus=Calculus.STRATONOVICH,
         noise_types=frozenset({NoiseType.ADDITIVE, NoiseType.SCALAR, NoiseType.DIAGONAL, NoiseType.GENERAL}),
         drift_evals_per_step=1,
+        ode_order=2,
     )
     #: carries ``(z, f(t, z), g(t, z))`` from step to step
     stateful = True

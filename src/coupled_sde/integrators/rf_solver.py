@@ -33,6 +33,7 @@ class RFSolver(ODEIntegrator):
         calculus=Calculus.ITO,
         noise_types=frozenset(),
         drift_evals_per_step=2,
+        ode_order=2,
     )
 
     def step(self, system: SDE, t: float, dt: float, y: torch.Tensor, noise: StepNoise) -> torch.Tensor:

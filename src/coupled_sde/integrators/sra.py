@@ -34,6 +34,7 @@ class SRA1(Integrator):
         calculus=Calculus.ITO,
         noise_types=frozenset({NoiseType.ADDITIVE}),
         drift_evals_per_step=2,
+        ode_order=2,
         needs_levy_area=True,
     )
 

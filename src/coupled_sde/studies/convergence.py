@@ -116,7 +116,10 @@ def strong_convergence(
     """Strong error ``E|X_h(T) - X(T)|`` at ``levels`` step sizes ``h, h/factor, ...``.
 
     ``y0`` is ``(B, *event)``: ``B`` independent paths. Methods that need the space-time Lévy area
-    (SRA1) get it from the fine path (:class:`FinePathLevy`). ``reference`` gives the exact final state
+    (SRA1) get it from the source for self-convergence (each fine step's own area, composed exactly onto
+    the coarse steps), and from the piecewise-linear fine path (:class:`FinePathLevy`) when ``reference``
+    is given: a reference computed from the increments alone solves that path, so the coarse levels
+    must see its areas. ``reference`` gives the exact final state
     from the finest increments (e.g. :meth:`GeometricBrownianMotion.solution`); by default the same
     integrator on a grid ``reference_refine`` times finer than the finest level is the reference.
     """
@@ -124,7 +127,9 @@ def strong_convergence(
     grids, fine = _levels(coarse, levels, factor, reference_refine)
     noise_shape = system.brownian_shape(tuple(y0.shape[1:]))
     source = GridBrownian(fine, y0.shape[0], noise_shape, seed=seed, dtype=y0.dtype, device=y0.device)
-    if integ.info.needs_levy_area:
+    if integ.info.needs_levy_area and (reference is not None or not callable(getattr(source, "levy_on_grid", None))):
+        # a reference computed from the increments alone is the solution of the piecewise-linear
+        # path, whose Lévy areas are those of FinePathLevy; self-convergence uses the source's own
         source = FinePathLevy(source)
     if reference is None:
         ref = solve(system, y0, fine, integ, noise=source).y
