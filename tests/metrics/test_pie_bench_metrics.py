@@ -143,3 +143,29 @@ def test_clip_scores_whole_and_edited_region(clip):
     assert torch.allclose(scores["clip_similarity_target_image_edit_part"][0], region[0])
     assert math.isnan(float(scores["clip_similarity_target_image_edit_part"][1]))
     assert torch.allclose(scores["clip_similarity_source_image"], clip(src, ["a cat on a mat"] * 2).clamp(min=0))
+
+
+def test_squeezenet_lpips_layout_and_loading(tmp_path):
+    from coupled_sde.metrics.lpips_squeeze import SQUEEZE_CHANNELS, LPIPSSqueeze
+
+    metric = LPIPSSqueeze.random(0)
+    a, b = _images(8), _images(9)
+    x = (a - metric.shift) / metric.scale
+    assert [t.shape[1] for t in metric.taps(x)] == list(SQUEEZE_CHANNELS)
+    assert [t.shape[-1] for t in metric.taps(x)] == [31, 15, 7, 3, 3, 3, 3]  # 64 px: conv/2, then three 3x3/2 ceil pools
+    d = metric(a, b)
+    assert d.shape == (2,) and (d > 0).all() and torch.equal(metric(a, a), torch.zeros(2))
+    assert torch.allclose(metric(b, a), d)
+    # torchvision's squeezenet1_1 keys ("features.3.squeeze.weight", ...) and lpips' head keys load as they are
+    trunk = {f"features.{k}": v for k, v in metric.features.state_dict().items()}
+    trunk["classifier.1.weight"] = torch.zeros(1000, 512, 1, 1)
+    assert "features.3.squeeze.weight" in trunk and "features.12.expand3x3.weight" in trunk
+    heads = {f"lin{n}.model.1.weight": h.model[1].weight for n, h in enumerate(metric.lins)}
+    torch.save(trunk, tmp_path / "squeezenet1_1.pth")
+    torch.save(heads, tmp_path / "squeeze.pth")
+    loaded = LPIPSSqueeze.from_pretrained(tmp_path / "squeezenet1_1.pth", tmp_path / "squeeze.pth")
+    assert torch.equal(loaded(a, b), d)
+    del heads["lin6.model.1.weight"]
+    torch.save(heads, tmp_path / "bad.pth")
+    with pytest.raises(KeyError, match="lin6"):
+        LPIPSSqueeze.from_pretrained(tmp_path / "squeezenet1_1.pth", tmp_path / "bad.pth")

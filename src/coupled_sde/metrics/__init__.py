@@ -22,9 +22,10 @@ from coupled_sde.metrics.clip_score import DEFAULT_CLIP_MODEL, ClipScore
 from coupled_sde.metrics.dino import DEFAULT_DINO_MODEL, DinoDistance
 from coupled_sde.metrics.edit_metrics import EditMetrics
 from coupled_sde.metrics.lpips import LPIPS
+from coupled_sde.metrics.lpips_squeeze import LPIPSSqueeze
 from coupled_sde.metrics.pie_bench import PieBenchMetrics
 from coupled_sde.metrics.pixel import l1_255, l2
 from coupled_sde.metrics.ssim import psnr, ssim
 from coupled_sde.metrics.structure import StructureDistance
 
-__all__ = ["ClipScore", "DEFAULT_CLIP_MODEL", "DEFAULT_DINO_MODEL", "DinoDistance", "EditMetrics", "LPIPS", "l1_255", "l2", "PieBenchMetrics", "StructureDistance", "psnr", "ssim"]
+__all__ = ["ClipScore", "DEFAULT_CLIP_MODEL", "DEFAULT_DINO_MODEL", "DinoDistance", "EditMetrics", "LPIPS", "l1_255", "l2", "PieBenchMetrics", "StructureDistance", "LPIPSSqueeze", "psnr", "ssim"]

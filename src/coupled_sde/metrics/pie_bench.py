@@ -15,9 +15,9 @@ With the script's default metric list:
   the target prompt; NaN for an empty mask.
 
 CLIP scores are torchmetrics' ``CLIPScore`` convention, ``max(100 cos, 0)``, with
-``openai/clip-vit-large-patch14``. The script's LPIPS is torchmetrics' SqueezeNet LPIPS; this
-library ships the VGG LPIPS (:class:`~coupled_sde.metrics.lpips.LPIPS`), used here at the images'
-own size: pass any ``lpips(a, b) -> (B,)`` to use another. Prompts lose PIE-Bench's ``[`` ``]``
+``openai/clip-vit-large-patch14``. LPIPS is the script's SqueezeNet variant
+(:class:`~coupled_sde.metrics.lpips_squeeze.LPIPSSqueeze`) at the images' own size; any
+``lpips(a, b) -> (B,)`` may be passed instead (e.g. the VGG :class:`~coupled_sde.metrics.lpips.LPIPS`). Prompts lose PIE-Bench's ``[`` ``]``
 word markers (the script does the same).
 """
 
@@ -92,28 +92,29 @@ class PieBenchMetrics:
     def tiny(cls, seed: int = 0) -> PieBenchMetrics:
         """Tiny random networks (offline; the numbers mean nothing, the conventions do)."""
         from coupled_sde.metrics.clip_score import ClipScore
-        from coupled_sde.metrics.lpips import LPIPS
+        from coupled_sde.metrics.lpips_squeeze import LPIPSSqueeze
         from coupled_sde.metrics.structure import StructureDistance
 
-        return cls(StructureDistance.tiny(seed), LPIPS.random(seed, resize=None), ClipScore.tiny(seed))
+        return cls(StructureDistance.tiny(seed), LPIPSSqueeze.random(seed), ClipScore.tiny(seed))
 
     @classmethod
     def from_pretrained(
         cls,
-        lpips_vgg_weights: str | None = None,
+        lpips_squeezenet_weights: str | None = None,
         lpips_lin_weights: str | None = None,
         device: Any = None,
         clip_model: str | None = PIE_CLIP_MODEL,
         structure_model: str | None = None,
     ) -> PieBenchMetrics:
-        """Real networks: DINO ViT-B/8 (structure), CLIP ViT-L/14 and, given its two files, LPIPS."""
+        """Real networks: DINO ViT-B/8 (structure), CLIP ViT-L/14 and, given its two local files
+        (torchvision's ``squeezenet1_1`` weights, lpips' ``v0.1/squeeze.pth``), SqueezeNet LPIPS."""
         from coupled_sde.metrics.clip_score import ClipScore
-        from coupled_sde.metrics.lpips import LPIPS
+        from coupled_sde.metrics.lpips_squeeze import LPIPSSqueeze
         from coupled_sde.metrics.structure import DEFAULT_STRUCTURE_MODEL, StructureDistance
 
         lpips = None
-        if lpips_vgg_weights and lpips_lin_weights:
-            lpips = LPIPS.from_pretrained(lpips_vgg_weights, lpips_lin_weights, resize=None)
+        if lpips_squeezenet_weights and lpips_lin_weights:
+            lpips = LPIPSSqueeze.from_pretrained(lpips_squeezenet_weights, lpips_lin_weights)
             lpips = lpips.to(device) if device is not None else lpips
         structure = StructureDistance.from_pretrained(structure_model or DEFAULT_STRUCTURE_MODEL, device=device)
         clip = ClipScore.from_pretrained(clip_model, device=device) if clip_model else None
