@@ -2,7 +2,9 @@
 
 Two query patterns on [0, 1], the same for every source: a sequential grid (the increments of n uniform
 steps, as a fixed-step solve asks) and random intervals (as adaptive stepping with rejections asks).
-Each timed run builds a fresh source (cold caches). Rows are interleaved round-robin and the medians are
+Each timed run builds a fresh source (cold caches). Ours and torchsde's tree use the same ``--tol``
+(torchsde's BrownianInterval has none); one extra row shows ours at a coarser tolerance (cost is one
+bisection per halving of the leaf size). Rows are interleaved round-robin and the medians are
 printed with their ratio to torchsde's BrownianInterval, all from one run.
 
     python benchmarks/bench_brownian_tree.py [--batch 1024] [--dim 2] [--steps 1000] [--random 200] [--repeats 3]
@@ -77,6 +79,7 @@ def main() -> None:
             "torchsde BrownianTree": lambda q=queries: run_torchsde(q, B, D, tol, "tree"),
             "coupled_sde BrownianTree": lambda q=queries: run_ours(q, B, D, tol, False),
             "coupled_sde BrownianTree, Levy area": lambda q=queries: run_ours(q, B, D, tol, True),
+            "coupled_sde BrownianTree, Levy area, tol 2**-14": lambda q=queries: run_ours(q, B, D, 2.0**-14, True),
         }
         times: dict[str, list[float]] = {k: [] for k in rows}
         for _ in range(args.repeats):

@@ -35,7 +35,6 @@ import argparse
 import json
 import math
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -45,20 +44,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_REPO = Path(__file__).resolve().parents[1]
-_SRC = _REPO / "src"
-if str(_SRC) not in sys.path:
-    sys.path.insert(0, str(_SRC))
-
-from coupled_sde.backends.digits.network import (  # noqa: E402
+from coupled_sde import TimeGrid, solve
+from coupled_sde.backends import digits as digits_package
+from coupled_sde.backends.base import Condition
+from coupled_sde.backends.digits.backbone import DigitsBackbone
+from coupled_sde.backends.digits.network import (
     NULL_CLASS,
     NUM_CLASSES,
     DigitsClassifier,
     DigitsFlowNet,
     pixels_to_model,
 )
+from coupled_sde.editing.members import Members
 
-DEFAULT_OUT = _SRC / "coupled_sde" / "backends" / "digits" / "weights"
+#: The shipped weights' folder, inside the installed package.
+DEFAULT_OUT = Path(digits_package.__file__).parent / "weights"
 SPLIT_SEED = 0
 CLASSIFIER_SEED = 1
 FLOW_SEED = 2
@@ -240,21 +240,12 @@ def eval_flow_loss(net: DigitsFlowNet, x: Tensor, y: Tensor, seed: int, repeats:
 
 @torch.no_grad()
 def euler_sample(net: DigitsFlowNet, labels: Tensor, w: float, steps: int, gen: torch.Generator) -> Tensor:
-    """Guided probability-flow ODE ``dx/dsigma = u_null + w (u_c - u_null)``, Euler, sigma 1 -> 0."""
-    n = labels.shape[0]
-    x = torch.randn((n, 1, 8, 8), generator=gen)
-    sigmas = torch.linspace(1.0, 0.0, steps + 1)
-    null = torch.full_like(labels, NULL_CLASS)
-    for i in range(steps):
-        s = sigmas[i].expand(n)
-        if w == 1.0:
-            u = net(x, s, labels)
-        else:
-            u_both = net(torch.cat([x, x]), torch.cat([s, s]), torch.cat([labels, null]))
-            u_c, u_n = u_both.chunk(2)
-            u = u_n + w * (u_c - u_n)
-        x = x + (sigmas[i + 1] - sigmas[i]) * u
-    return x.clamp(-1.0, 1.0)
+    """Guided probability-flow ODE ``dx/dsigma = u_null + w (u_c - u_null)``, Euler, sigma 1 -> 0,
+    solved by :func:`coupled_sde.solve` on the digits backbone's members (``eta = 0``)."""
+    backbone = DigitsBackbone(net, default_guidance=w, device=next(net.parameters()).device)
+    members = Members(backbone, backbone.encode_conditions([Condition(tuple(labels.tolist()), w)]), 1, eta=0.0)
+    x = torch.randn((labels.shape[0], 1, 8, 8), generator=gen)
+    return solve(members, x.unsqueeze(0), TimeGrid.uniform(1.0, 0.0, steps), "euler").y[0].clamp(-1.0, 1.0)
 
 
 @torch.no_grad()

@@ -237,3 +237,14 @@ def test_grid_levy_area_law_composition_and_agreement_with_the_increments():
     back = GridBrownian(TimeGrid.uniform(1.0, 0.0, 16), 3000, (), seed=14, dtype=torch.float64)
     _, Hb = back.space_time_levy_area(1.0, 0.5)
     assert stats.kstest((Hb[0] / math.sqrt(0.5 / 12)).numpy(), "norm").pvalue > 1e-3
+
+
+def test_interval_brownian_names_the_extra_when_torchsde_is_missing(monkeypatch):
+    import importlib.util
+
+    from coupled_sde import MissingDependencyError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchsde" else real(name, *a))
+    with pytest.raises(MissingDependencyError, match=r"coupled-sde\[torchsde\]"):
+        IntervalBrownian(0.0, 1.0, 4)

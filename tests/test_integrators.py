@@ -70,7 +70,7 @@ def test_sra1_is_order_1_5_on_a_nonlinear_additive_problem():
     res = strong_convergence(sde, y0, TimeGrid.uniform(0, 1, 4), "sra1", levels=4, reference_refine=64)
     assert abs(res.order - 1.5) < 0.15, res.table()
     heun = strong_convergence(sde, y0, TimeGrid.uniform(0, 1, 4), "heun", levels=4, reference_refine=64)
-    assert res.errors[-1] < 0.2 * heun.errors[-1]
+    assert res.errors[-1] < 0.3 * heun.errors[-1]
 
 
 def test_sra1_on_the_time_dependent_closed_form_beats_order_1_5():

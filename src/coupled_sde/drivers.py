@@ -137,6 +137,18 @@ class BrownianStepNoise(StepNoise):
     def g_dw(self, t: float, y: Tensor) -> Tensor:
         return self.prod(self.system.diffusion(t, y))
 
+    def advance(self, t: float, dt: float, y: Tensor, f: Tensor) -> Tensor:
+        """``land(y, f, dt, g_dw(t, y))`` fused for elementwise noise: no temporary for ``g ΔW``
+        (the Euler–Maruyama hot path of every sampler)."""
+        nt = self._nt
+        if (nt is NoiseType.ADDITIVE or nt is NoiseType.DIAGONAL) and not self._matrix:
+            g = self.system.diffusion(t, y)
+            out = torch.add(y, f, alpha=dt)
+            if isinstance(g, (int, float)):
+                return out.add_(self.xi, alpha=g * self.scale)
+            return out.addcmul_(g, self.xi, value=self.scale)
+        return self.land(y, f, dt, self.g_dw(t, y))
+
     def g_dh(self, t: float, y: Tensor) -> Tensor:
         return self.prod_h(self.system.diffusion(t, y))
 

@@ -28,7 +28,7 @@ class EulerMaruyama(Integrator):
     )
 
     def step(self, system: SDE, t: float, dt: float, y: torch.Tensor, noise: StepNoise) -> torch.Tensor:
-        return noise.land(y, system.drift(t, y), dt, noise.g_dw(t, y))
+        return noise.advance(t, dt, y, system.drift(t, y))  # = land(y, f, dt, g_dw(t, y)), fused where it can be
 
 
 #: The deterministic counterpart: the same step with g = 0.

@@ -34,9 +34,6 @@ diffusers and transformers are imported lazily, inside the functions.
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -63,43 +60,12 @@ _T5_WORDS = (
 ).split()
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2 / CLIP byte-to-unicode table: 256 printable characters, one per byte."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    codes = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return {byte: chr(code) for byte, code in zip(printable, codes, strict=True)}
-
-
 def _tiny_clip_tokenizer() -> CLIPTokenizer:
-    """A byte-level BPE CLIP tokenizer with a 514-symbol vocabulary and a few merges.
+    """The tiny byte-level BPE CLIP tokenizer (:func:`coupled_sde._tiny_text.tiny_clip_tokenizer`) with a few merges."""
+    from coupled_sde._tiny_text import tiny_clip_tokenizer
 
-    The vocabulary has every byte symbol with and without CLIP's end-of-word suffix ``</w>`` plus
-    the two special tokens, so any text tokenizes (mostly one token per character). It is written
-    as ``vocab.json`` / ``merges.txt`` to a temporary directory and loaded with
-    ``CLIPTokenizer.from_pretrained``, exactly as a checkpoint's tokenizer folder would be.
-    """
-    from transformers import CLIPTokenizer
-
-    symbols = list(_bytes_to_unicode().values())
-    merges = [("c", "a"), ("ca", "t</w>"), ("d", "o"), ("do", "g</w>"), ("t", "h"), ("th", "e</w>")]
-    vocab_list = ["<|startoftext|>", "<|endoftext|>", *symbols, *(s + "</w>" for s in symbols)]
-    vocab_list += ["".join(pair) for pair in merges]
-    vocab = {token: i for i, token in enumerate(dict.fromkeys(vocab_list))}
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder)
-        (path / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-        lines = ["#version: 0.2", *(" ".join(pair) for pair in merges)]
-        (path / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        (path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": _CLIP_MAX_LENGTH}), encoding="utf-8")
-        tokenizer = CLIPTokenizer.from_pretrained(folder)
-    tokenizer.model_max_length = _CLIP_MAX_LENGTH
-    return tokenizer
+    merges = (("c", "a"), ("ca", "t</w>"), ("d", "o"), ("do", "g</w>"), ("t", "h"), ("th", "e</w>"))
+    return tiny_clip_tokenizer(merges, _CLIP_MAX_LENGTH)
 
 
 def _tiny_t5_tokenizer() -> PreTrainedTokenizerFast:
