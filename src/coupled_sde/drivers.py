@@ -295,52 +295,14 @@ class BrownianDriver(Driver):
 
 
 def _interval_source(grid, batch, noise_shape, seed, streams, dtype, device, levy: bool):
-    """An interval source for a seed: the Brownian tree once it exists, torchsde's interval until then."""
-    try:  # the package's own tree (order-free, per-sample seeds)
-        from . import brownian_tree  # type: ignore[attr-defined]
+    """An interval source for a seed (adaptive steps, Lévy-area methods): the package's own Brownian
+    tree, order-free and per-sample seeded (torchsde's ``BrownianInterval`` is only an optional
+    comparison, see :class:`~coupled_sde.brownian.IntervalBrownian`)."""
+    from .brownian_tree import BrownianTree
 
-        return brownian_tree.BrownianTree(
-            grid.t0, grid.t1, batch, noise_shape, seed=seed, streams=streams, dtype=dtype, device=device
-        )
-    except (ImportError, AttributeError, TypeError):
-        pass
-    if not isinstance(seed, int):
-        raise ValueError("adaptive steps and Lévy-area methods take an integer seed or an interval Brownian source")
-    return _TorchsdeLevy(grid.t0, grid.t1, (streams, batch) + tuple(noise_shape), seed, dtype, device, levy)
-
-
-class _TorchsdeLevy:
-    """Interval queries (and space-time Lévy area) from ``torchsde.BrownianInterval``; a stand-in
-    until the package's own Brownian tree is available."""
-
-    def __init__(self, t0: float, t1: float, shape: tuple[int, ...], seed: int, dtype, device, levy: bool) -> None:
-        import torchsde
-
-        self.shape = shape
-        self._lo, self._hi = min(t0, t1), max(t0, t1)
-        self._bm = torchsde.BrownianInterval(
-            t0=self._lo,
-            t1=self._hi,
-            size=shape,
-            dtype=dtype,
-            device=device,
-            entropy=seed,
-            levy_area_approximation="space-time" if levy else "none",
-        )
-
-    def _q(self, s: float, t: float, **kw):
-        a, b = (s, t) if s <= t else (t, s)
-        return self._bm(max(a, self._lo), min(b, self._hi), **kw)
-
-    def increment(self, s: float, t: float) -> Tensor:
-        return self._q(s, t)
-
-    def space_time_levy_area(self, s: float, t: float) -> tuple[Tensor, Tensor]:
-        dw, u = self._q(s, t, return_U=True)  # U = int_a^b (W_u - W_a) du over [a, b] = sorted(s, t)
-        H = u / abs(t - s) - 0.5 * dw
-        # On a decreasing grid the increment is the backward motion's, W(s) - W(t) (what the query
-        # returns); its path is W's reversed in time, whose area against the chord has the other sign.
-        return (dw, -H) if s > t else (dw, H)
+    return BrownianTree(
+        grid.t0, grid.t1, batch, noise_shape, seed=seed, streams=streams, levy_area=True, dtype=dtype, device=device
+    )
 
 
 class PathNoise(StepNoise):

@@ -115,6 +115,21 @@ def test_registered_backbones_declare_valid_defaults_and_nothing_leaks():
     assert resolve_settings(VP, "sync-sde")["steps"] == 50
 
 
+def test_start_and_n_max_are_one_setting_across_layers():
+    """A backbone may declare FlowEdit's default as n_max (SD3: 50 steps, n_max 33); the method's
+    default start then gives way, and a user's start or n_max overrides either."""
+
+    class Declared(GaussianMixtureBackbone):
+        defaults = {"flowedit": {"steps": 50, "n_max": 33}}
+
+    b = Declared(GM)
+    assert resolve_settings(b, "flowedit")["n_max"] == 33 and "start" not in resolve_settings(b, "flowedit")
+    assert resolve_settings(b, "flowedit", {"start": 10}) == {"steps": 50, "start": 10, "n_min": 0, "n_avg": 1}
+    assert resolve_settings(b, "flowedit", {"n_max": 20})["n_max"] == 20
+    out = edit_latents(b, X[:8], "flowedit", 0, 1, noise=0)
+    assert out.settings["n_max"] == 33
+
+
 def test_a_new_method_is_one_registration():
     @register_method("test-identity", Setting("scale", float, 1.0, low=0.0))
     def identity(backbone, x, source, target, *, scale=None, noise=None, mask=None, **_):

@@ -253,12 +253,13 @@ def resolve_settings(backbone: Any, method: str, settings: Mapping[str, Any] | N
     if getattr(backbone, "has_guidance_embedding", True) is False:
         declared.pop("guidance", None)
         declared.pop("source_guidance", None)
-    merged = {**m.defaults(), **declared}
-    if "n_max" in given:
-        merged.pop("start", None)
-    if "start" in given:
-        merged.pop("n_max", None)
-    merged.update(given)
+    merged = m.defaults()
+    for layer in (declared, given):  # start and n_max are two spellings of one setting: a layer's choice wins
+        if "n_max" in layer:
+            merged.pop("start", None)
+        if "start" in layer:
+            merged.pop("n_max", None)
+        merged.update(layer)
     if "source_guidance" in m.accepts and "guidance" in merged and "source_guidance" not in merged:
         merged["source_guidance"] = merged["guidance"]
     _cross_check(method, merged)

@@ -1,0 +1,197 @@
+"""StableDiffusion3Backbone on a tiny random SD3 pipeline: batched CFG, schedule, parity with the pipeline, VAE, dtypes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from backbone_checks import (
+    CallCounter,
+    assert_runs_with_cpu_offload,
+    assert_same_prompt_round_trip,
+    generate,
+    quiet_copy,
+    relative_error,
+)
+
+from coupled_sde.backends.base import Condition, ImageBackbone
+from coupled_sde.backends.hf.sd3 import StableDiffusion3Backbone, sd3_sigmas
+from coupled_sde.backends.hf.tiny_backbones import tiny_sd3_pipeline
+from coupled_sde.editing import flowedit
+from coupled_sde.editing.registry import resolve_settings
+
+LATENT = (16, 4, 4)  # a 32x32 image
+T5_LENGTH = 16
+
+
+@pytest.fixture(scope="session")
+def sd3_pipe():
+    return tiny_sd3_pipeline(seed=0)
+
+
+@pytest.fixture(scope="session")
+def sd3(sd3_pipe):
+    return StableDiffusion3Backbone(sd3_pipe, max_sequence_length=T5_LENGTH)
+
+
+@pytest.fixture()
+def small_images():
+    grid = torch.linspace(-1.0, 1.0, 32)
+    first = torch.stack([grid[None, :].expand(32, 32), grid[:, None].expand(32, 32), torch.zeros(32, 32)])
+    return torch.stack([first, torch.sin(3 * first)])
+
+
+def _state(members: int, batch: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(members, batch, *LATENT, generator=torch.Generator().manual_seed(seed))
+
+
+def _pipeline_prediction(pipe, x, sigma, prompt, guidance, negative=None):
+    """One member's CFG prediction the way ``StableDiffusion3Pipeline.__call__`` computes it."""
+    embeds, neg, pooled, neg_pooled = pipe.encode_prompt(
+        prompt, None, None, negative_prompt=negative, max_sequence_length=T5_LENGTH, do_classifier_free_guidance=True
+    )
+    b = x.shape[0]
+    out = pipe.transformer(
+        hidden_states=torch.cat([x, x]),
+        timestep=torch.full((2 * b,), sigma * 1000),
+        encoder_hidden_states=torch.cat([neg.expand(b, -1, -1), embeds.expand(b, -1, -1)]),
+        pooled_projections=torch.cat([neg_pooled.expand(b, -1), pooled.expand(b, -1)]),
+        return_dict=False,
+    )[0]
+    u_uncond, u_cond = out.chunk(2)
+    return u_uncond + guidance * (u_cond - u_uncond)
+
+
+def test_is_a_flow_image_backbone(sd3):
+    assert isinstance(sd3, ImageBackbone) and sd3.prediction == "flow"
+    assert (sd3.vae_scale_factor, sd3.latent_channels, sd3.image_multiple) == (8, 16, 16)
+    assert sd3.defaults["flowedit"] == {"steps": 50, "start": 50 - 33, "guidance": 13.5, "source_guidance": 3.5}
+    from coupled_sde.backends.registry import backbone_class, pipeline_backbone
+
+    assert backbone_class("sd3") is pipeline_backbone("StableDiffusion3Pipeline") is StableDiffusion3Backbone
+
+
+def test_members_and_cfg_rows_in_one_call(sd3, sd3_pipe):
+    conditions = [
+        Condition("a photo of a cat", guidance=3.5),
+        Condition("a photo of a dog", guidance=13.5, negative_prompt="a blue sky"),
+        Condition("a painting of a dog", guidance=1.0),  # no CFG row
+    ]
+    x, sigma = _state(3, 2), 0.6
+    encoded = sd3.encode_conditions(conditions)
+    with CallCounter(sd3_pipe.transformer) as calls:
+        u = sd3.predict(x, sigma, encoded)
+    assert calls.batches == [3 * 2 + 2 * 2]  # K*B member rows plus B unconditional rows per guided member
+    assert u.shape == x.shape and u.dtype == torch.float32
+    torch.testing.assert_close(u[0], _pipeline_prediction(sd3_pipe, x[0], sigma, "a photo of a cat", 3.5), rtol=1e-5, atol=1e-5)
+    expected = _pipeline_prediction(sd3_pipe, x[1], sigma, "a photo of a dog", 13.5, negative="a blue sky")
+    torch.testing.assert_close(u[1], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        u[2], _pipeline_prediction(sd3_pipe, x[2], sigma, "a painting of a dog", 1.0), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_knobs_that_do_not_apply(sd3):
+    with pytest.raises(ValueError, match="true_cfg"):
+        sd3.encode_conditions([Condition("a cat", true_cfg=2.0, negative_prompt="a dog")])
+    with pytest.warns(UserWarning, match="negative_prompt is ignored"):
+        sd3.encode_conditions([Condition("a cat", guidance=1.0, negative_prompt="a dog")])
+    with pytest.raises(ValueError, match="channels"):
+        sd3.predict(torch.zeros(1, 1, 4, 4, 4), 0.5, sd3.encode_conditions([Condition("a cat")]))
+    with pytest.raises(ValueError, match="nearest valid size is 32x48"):
+        sd3.encode_images(torch.zeros(1, 3, 30, 40))
+
+
+@pytest.mark.parametrize("n_steps", [1, 4, 50])
+def test_sigmas_are_the_pipelines(sd3, sd3_pipe, n_steps):
+    sigmas = sd3.schedule.grid(n_steps, LATENT).times
+    assert sigmas.dtype == torch.float64 and sigmas.shape == (n_steps + 1,) and sigmas[0] == 1 and sigmas[-1] == 0
+    pipe = quiet_copy(sd3_pipe)
+    pipe(prompt="a cat", height=32, width=32, num_inference_steps=n_steps, output_type="latent", max_sequence_length=T5_LENGTH)
+    torch.testing.assert_close(sigmas.float(), pipe.scheduler.sigmas, rtol=1e-6, atol=1e-7)
+
+
+def test_dynamic_shift_config_is_the_pipelines(sd3_pipe):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(sd3_pipe.scheduler.config, use_dynamic_shifting=True)
+    pipe = quiet_copy(sd3_pipe)
+    pipe.scheduler = scheduler
+    pipe(prompt="a cat", height=64, width=32, num_inference_steps=5, output_type="latent", max_sequence_length=T5_LENGTH)
+    torch.testing.assert_close(sd3_sigmas(5, 4 * 2, scheduler).float(), pipe.scheduler.sigmas, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("guidance", [1.0, 4.5])
+def test_generation_matches_the_pipelines_own_loop(sd3, sd3_pipe, guidance):
+    """Our ODE solve (Euler on the pipeline's sigmas) from the same initial noise is the pipeline's sampling loop."""
+    n_steps = 4
+    x_T = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(11))
+    ours, _ = generate(sd3, x_T, Condition("a photo of a cat", guidance=guidance), n_steps)
+    pipe = quiet_copy(sd3_pipe)
+    reference = pipe(
+        prompt="a photo of a cat",
+        num_images_per_prompt=2,
+        height=32,
+        width=32,
+        latents=x_T,
+        num_inference_steps=n_steps,
+        guidance_scale=guidance,
+        output_type="latent",
+        max_sequence_length=T5_LENGTH,
+    ).images
+    assert relative_error(ours, reference) < 1e-5, relative_error(ours, reference)
+
+
+def test_same_prompt_gives_the_vae_round_trip(sd3, small_images):
+    assert_same_prompt_round_trip(sd3, small_images, "a red car", n_steps=6, start=1)
+
+
+def test_flowedit_with_the_sd3_defaults_runs_batched(sd3, small_images):
+    x0 = sd3.encode_images(small_images, torch.Generator().manual_seed(0))
+    resolved = resolve_settings(sd3, "flowedit")
+    assert (resolved["steps"], resolved["start"], resolved["guidance"], resolved["source_guidance"]) == (50, 17, 13.5, 3.5)
+    with CallCounter(sd3.pipe.transformer) as calls:
+        out = flowedit(sd3, x0, "a cat", "a dog", n_steps=6, n_max=4)  # the published guidance, fewer steps
+    assert calls.batches == [2 * 2 * 2] * 4  # (source, target) x batch 2, each with its CFG row, one call per active step
+    assert out.settings["guidance"] == 13.5 and out.settings["source_guidance"] == 3.5
+    assert torch.isfinite(out.latents).all() and not torch.equal(out.latents, x0)
+
+
+def test_bf16_model_float32_state(small_images):
+    fp32 = StableDiffusion3Backbone(tiny_sd3_pipeline(seed=0), max_sequence_length=T5_LENGTH)
+    bf16 = StableDiffusion3Backbone(tiny_sd3_pipeline(seed=0).to(torch.bfloat16), max_sequence_length=T5_LENGTH)
+    conditions = [Condition("a cat", guidance=1.0), Condition("a dog", guidance=2.0)]
+    x = _state(2, 1)
+    u = bf16.predict(x, 0.7, bf16.encode_conditions(conditions))
+    assert u.dtype == torch.float32
+    reference = fp32.predict(x, 0.7, fp32.encode_conditions(conditions))
+    assert (u - reference).norm() / reference.norm() < 0.05
+    latents = bf16.encode_images(small_images, generator=torch.Generator().manual_seed(0))
+    assert latents.dtype == torch.float32 and bf16.decode_latents(latents).dtype == torch.float32
+
+
+def test_runs_with_model_cpu_offload(small_images):
+    assert_runs_with_cpu_offload(
+        lambda: tiny_sd3_pipeline(seed=0),
+        lambda pipe: StableDiffusion3Backbone(pipe, max_sequence_length=T5_LENGTH),
+        small_images,
+        "a cat",
+        "a dog",
+        n_steps=3,
+        start=1,
+    )
+
+
+def test_from_pretrained_loads_a_saved_pipeline(tmp_path):
+    pipe = tiny_sd3_pipeline(seed=2)
+    pipe.save_pretrained(tmp_path)
+    loaded = StableDiffusion3Backbone.from_pretrained(str(tmp_path), torch_dtype=torch.float32, max_sequence_length=T5_LENGTH)
+    built = StableDiffusion3Backbone(pipe, max_sequence_length=T5_LENGTH)
+    from coupled_sde.editing.loading import as_backbone, load_backbone
+
+    assert (
+        type(load_backbone(tmp_path, device="cpu", dtype="float32", quiet=True)) is StableDiffusion3Backbone
+    )  # by model_index.json
+    assert type(as_backbone(pipe)) is StableDiffusion3Backbone  # by pipeline class
+    x = _state(1, 1)
+    u = loaded.predict(x, 0.5, loaded.encode_conditions([Condition("a cat")]))
+    torch.testing.assert_close(u, built.predict(x, 0.5, built.encode_conditions([Condition("a cat")])))
