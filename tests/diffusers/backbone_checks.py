@@ -83,3 +83,55 @@ def assert_runs_with_cpu_offload(make_pipe, make_backbone, images: torch.Tensor,
     b = edit_images(offloaded, images, "sync-sde", prompt, target, seed=3, **settings)
     torch.testing.assert_close(b.latents, a.latents, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(b.images, a.images, rtol=1e-5, atol=1e-5)
+
+
+def assert_bf16_model_float32_state(make_pipe, make_backbone, conditions, x: torch.Tensor, t, images: torch.Tensor) -> None:
+    """A bf16 model behind a float32 state: predictions, latents and images stay float32, and the
+    prediction is within bf16 error (5 %) of the float32 model's."""
+    fp32 = make_backbone(make_pipe())
+    bf16 = make_backbone(make_pipe().to(torch.bfloat16))
+    u = bf16.predict(x, t, bf16.encode_conditions(conditions))
+    assert u.dtype == torch.float32
+    reference = fp32.predict(x, t, fp32.encode_conditions(conditions))
+    assert (u - reference).norm() / reference.norm() < 0.05
+    latents = bf16.encode_images(images, generator=torch.Generator().manual_seed(0))
+    assert latents.dtype == torch.float32 and bf16.decode_latents(latents).dtype == torch.float32
+
+
+def assert_from_pretrained_matches(cls, pipe, folder, x: torch.Tensor, t, **options):
+    """``cls.from_pretrained`` of the saved ``pipe`` predicts as ``cls(pipe)``, and ``load_backbone`` finds
+    ``cls`` by the folder's ``model_index.json``. Returns the loaded backbone."""
+    from coupled_sde.editing.loading import load_backbone
+
+    pipe.save_pretrained(folder)
+    loaded = cls.from_pretrained(str(folder), torch_dtype=torch.float32, **options)
+    assert type(load_backbone(folder, device="cpu", dtype="float32", quiet=True)) is cls
+    built = cls(pipe, **options)
+    u = loaded.predict(x, t, loaded.encode_conditions([Condition("a cat")]))
+    torch.testing.assert_close(u, built.predict(x, t, built.encode_conditions([Condition("a cat")])))
+    return loaded
+
+
+def gradient_images(height: int, width: int, second) -> torch.Tensor:
+    """Two smooth test images ``(2, 3, height, width)`` in [-1, 1] (``height <= width``): horizontal and
+    vertical ramps, and ``second`` of them (``torch.sin(2 * x)``, ...)."""
+    grid = torch.linspace(-1.0, 1.0, width)
+    first = torch.stack(
+        [grid[None, :].expand(height, width), grid[:height, None].expand(height, width), torch.zeros(height, width)]
+    )
+    return torch.stack([first, second(first)])
+
+
+def pipeline_latents(pipe, latents: torch.Tensor, prompt: str, n_steps: int, height: int, width: int, **options) -> torch.Tensor:
+    """The pipeline's own sampling loop from ``latents`` (one image per row) to ``output_type="latent"``, on a
+    quiet copy of ``pipe`` (its scheduler is left as it was)."""
+    return quiet_copy(pipe)(
+        prompt=prompt,
+        num_images_per_prompt=latents.shape[0],
+        height=height,
+        width=width,
+        latents=latents,
+        num_inference_steps=n_steps,
+        output_type="latent",
+        **options,
+    ).images

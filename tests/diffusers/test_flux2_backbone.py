@@ -6,9 +6,13 @@ import pytest
 import torch
 from backbone_checks import (
     CallCounter,
+    assert_bf16_model_float32_state,
+    assert_from_pretrained_matches,
     assert_runs_with_cpu_offload,
     assert_same_prompt_round_trip,
     generate,
+    gradient_images,
+    pipeline_latents,
     quiet_copy,
     relative_error,
 )
@@ -44,9 +48,7 @@ def klein_base():
 
 @pytest.fixture()
 def small_images():
-    grid = torch.linspace(-1.0, 1.0, 48)
-    first = torch.stack([grid[None, :].expand(32, 48), grid[:32, None].expand(32, 48), torch.zeros(32, 48)])
-    return torch.stack([first, torch.sin(2 * first)])
+    return gradient_images(32, 48, lambda first: torch.sin(2 * first))
 
 
 def _state(members: int, batch: int, seed: int = 0) -> torch.Tensor:
@@ -151,18 +153,9 @@ def test_dev_generation_matches_the_pipelines_own_loop(flux2):
     n_steps = 4
     x_T = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(5))
     ours, _ = generate(flux2, x_T, Condition("a photo of a cat", guidance=3.0), n_steps)
-    pipe = quiet_copy(flux2.pipe)
-    tokens = pipe(
-        prompt="a photo of a cat",
-        num_images_per_prompt=2,
-        height=32,
-        width=48,
-        latents=x_T,
-        num_inference_steps=n_steps,
-        guidance_scale=3.0,
-        output_type="latent",
-        max_sequence_length=TEXT_LENGTH,
-    ).images  # packed tokens (B, h w, 4C)
+    tokens = pipeline_latents(
+        flux2.pipe, x_T, "a photo of a cat", n_steps, 32, 48, guidance_scale=3.0, max_sequence_length=TEXT_LENGTH
+    )  # packed tokens (B, h w, 4C)
     reference = tokens.permute(0, 2, 1).reshape(x_T.shape)
     assert relative_error(ours, reference) < 1e-5, relative_error(ours, reference)
 
@@ -174,18 +167,9 @@ def test_klein_generation_matches_the_pipelines_own_loop(request, which, guidanc
     n_steps = 4
     x_T = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(6))
     ours, _ = generate(backbone, x_T, Condition("a photo of a cat", guidance=guidance), n_steps)
-    pipe = quiet_copy(backbone.pipe)
-    reference = pipe(
-        prompt="a photo of a cat",
-        num_images_per_prompt=2,
-        height=32,
-        width=48,
-        latents=x_T,
-        num_inference_steps=n_steps,
-        guidance_scale=guidance,
-        output_type="latent",
-        max_sequence_length=TEXT_LENGTH,
-    ).images
+    reference = pipeline_latents(
+        backbone.pipe, x_T, "a photo of a cat", n_steps, 32, 48, guidance_scale=guidance, max_sequence_length=TEXT_LENGTH
+    )
     mean, std = backbone._batch_norm(ours.device)
     ours_z = unpatchify(ours * std + mean)
     assert relative_error(ours_z, reference) < 1e-5, relative_error(ours_z, reference)
@@ -222,16 +206,15 @@ def test_distilled_klein_sync_sde_reconstructs_where_inversion_does_not(klein, s
 
 
 def test_bf16_model_float32_state(small_images):
-    fp32 = Flux2Backbone(tiny_flux2_pipeline(seed=0), max_sequence_length=TEXT_LENGTH)
-    bf16 = Flux2Backbone(tiny_flux2_pipeline(seed=0).to(torch.bfloat16), max_sequence_length=TEXT_LENGTH)
     conditions = [Condition("a cat"), Condition("a dog", guidance=2.0, negative_prompt="a cat", true_cfg=2.0)]
-    x = _state(2, 1)
-    u = bf16.predict(x, 0.6, bf16.encode_conditions(conditions))
-    assert u.dtype == torch.float32
-    reference = fp32.predict(x, 0.6, fp32.encode_conditions(conditions))
-    assert (u - reference).norm() / reference.norm() < 0.05
-    latents = bf16.encode_images(small_images, generator=torch.Generator().manual_seed(0))
-    assert latents.dtype == torch.float32 and bf16.decode_latents(latents).dtype == torch.float32
+    assert_bf16_model_float32_state(
+        lambda: tiny_flux2_pipeline(seed=0),
+        lambda pipe: Flux2Backbone(pipe, max_sequence_length=TEXT_LENGTH),
+        conditions,
+        _state(2, 1),
+        0.6,
+        small_images,
+    )
 
 
 @pytest.mark.parametrize("which", ["dev", "klein"])
@@ -249,15 +232,7 @@ def test_runs_with_model_cpu_offload(which, small_images):
 def test_from_pretrained_loads_a_saved_pipeline(which, tmp_path):
     pipe = tiny_flux2_pipeline(seed=3) if which == "dev" else tiny_flux2_klein_pipeline(seed=3)
     cls = Flux2Backbone if which == "dev" else Flux2KleinBackbone
-    pipe.save_pretrained(tmp_path)
-    loaded = cls.from_pretrained(str(tmp_path), torch_dtype=torch.float32, max_sequence_length=TEXT_LENGTH)
-    built = cls(pipe, max_sequence_length=TEXT_LENGTH)
-    from coupled_sde.editing.loading import load_backbone
-
-    assert type(load_backbone(tmp_path, device="cpu", dtype="float32", quiet=True)) is cls
-    x = _state(1, 1)
-    u = loaded.predict(x, 0.5, loaded.encode_conditions([Condition("a cat")]))
-    torch.testing.assert_close(u, built.predict(x, 0.5, built.encode_conditions([Condition("a cat")])))
+    assert_from_pretrained_matches(cls, pipe, tmp_path, _state(1, 1), 0.5, max_sequence_length=TEXT_LENGTH)
 
 
 def test_edit_image_from_a_saved_klein_folder_uses_its_registered_defaults(tmp_path):
@@ -270,7 +245,9 @@ def test_edit_image_from_a_saved_klein_folder_uses_its_registered_defaults(tmp_p
     tiny_flux2_klein_pipeline(seed=4).save_pretrained(folder)
     data = torch.randint(0, 256, (32, 48, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     Image.fromarray(data.numpy()).save(tmp_path / "in.png")
-    edited = edit_image(folder, tmp_path / "in.png", "a photo of a cat", "a photo of a dog", seed=1, device="cpu", dtype="float32")
+    edited = edit_image(
+        folder, tmp_path / "in.png", "a photo of a cat", "a photo of a dog", seed=1, device="cpu", dtype="float32"
+    )
     info = edited.info["coupled_sde"]
     assert edited.size == (48, 32)
     assert (info["settings"]["steps"], info["settings"]["start"], info["model_calls"]) == (4, 1, 3)

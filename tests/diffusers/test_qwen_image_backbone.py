@@ -6,9 +6,13 @@ import pytest
 import torch
 from backbone_checks import (
     CallCounter,
+    assert_bf16_model_float32_state,
+    assert_from_pretrained_matches,
     assert_runs_with_cpu_offload,
     assert_same_prompt_round_trip,
     generate,
+    gradient_images,
+    pipeline_latents,
     quiet_copy,
     relative_error,
 )
@@ -34,9 +38,7 @@ def qwen(qwen_pipe):
 
 @pytest.fixture()
 def small_images():
-    grid = torch.linspace(-1.0, 1.0, 48)
-    first = torch.stack([grid[None, :].expand(32, 48), grid[:32, None].expand(32, 48), torch.zeros(32, 48)])
-    return torch.stack([first, torch.sin(2 * first)])
+    return gradient_images(32, 48, lambda first: torch.sin(2 * first))
 
 
 def _state(members: int, batch: int, seed: int = 0) -> torch.Tensor:
@@ -133,19 +135,17 @@ def test_generation_matches_the_pipelines_own_loop(qwen, guidance):
     ours, _ = generate(
         qwen, x_T, Condition("a photo of a cat", guidance=guidance, negative_prompt=" " if guidance > 1 else None), n_steps
     )
-    pipe = quiet_copy(qwen.pipe)
-    tokens = pipe(
-        prompt="a photo of a cat",
+    tokens = pipeline_latents(
+        qwen.pipe,
+        pack_latents(x_T),
+        "a photo of a cat",
+        n_steps,
+        32,
+        48,
         negative_prompt=" " if guidance > 1 else None,
         true_cfg_scale=guidance,
-        num_images_per_prompt=2,
-        height=32,
-        width=48,
-        latents=pack_latents(x_T),
-        num_inference_steps=n_steps,
-        output_type="latent",
         max_sequence_length=TEXT_LENGTH,
-    ).images
+    )
     reference = unpack_latents(tokens, *LATENT[1:])
     assert relative_error(ours, reference) < 1e-5, relative_error(ours, reference)
 
@@ -167,16 +167,15 @@ def test_same_prompt_gives_the_vae_round_trip(qwen, small_images):
 
 
 def test_bf16_model_float32_state(small_images):
-    fp32 = QwenImageBackbone(tiny_qwen_image_pipeline(seed=0), max_sequence_length=TEXT_LENGTH)
-    bf16 = QwenImageBackbone(tiny_qwen_image_pipeline(seed=0).to(torch.bfloat16), max_sequence_length=TEXT_LENGTH)
     conditions = [Condition("a cat", guidance=1.0), Condition("a dog", guidance=2.0)]
-    x = _state(2, 1)
-    u = bf16.predict(x, 0.6, bf16.encode_conditions(conditions))
-    assert u.dtype == torch.float32
-    reference = fp32.predict(x, 0.6, fp32.encode_conditions(conditions))
-    assert (u - reference).norm() / reference.norm() < 0.05
-    latents = bf16.encode_images(small_images, generator=torch.Generator().manual_seed(0))
-    assert latents.dtype == torch.float32 and bf16.decode_latents(latents).dtype == torch.float32
+    assert_bf16_model_float32_state(
+        lambda: tiny_qwen_image_pipeline(seed=0),
+        lambda pipe: QwenImageBackbone(pipe, max_sequence_length=TEXT_LENGTH),
+        conditions,
+        _state(2, 1),
+        0.6,
+        small_images,
+    )
 
 
 def test_runs_with_model_cpu_offload(small_images):
@@ -193,12 +192,4 @@ def test_runs_with_model_cpu_offload(small_images):
 
 def test_from_pretrained_loads_a_saved_pipeline(tmp_path):
     pipe = tiny_qwen_image_pipeline(seed=2)
-    pipe.save_pretrained(tmp_path)
-    loaded = QwenImageBackbone.from_pretrained(str(tmp_path), torch_dtype=torch.float32, max_sequence_length=TEXT_LENGTH)
-    from coupled_sde.editing.loading import load_backbone
-
-    assert type(load_backbone(tmp_path, device="cpu", dtype="float32", quiet=True)) is QwenImageBackbone
-    built = QwenImageBackbone(pipe, max_sequence_length=TEXT_LENGTH)
-    x = _state(1, 1)
-    u = loaded.predict(x, 0.5, loaded.encode_conditions([Condition("a cat")]))
-    torch.testing.assert_close(u, built.predict(x, 0.5, built.encode_conditions([Condition("a cat")])))
+    assert_from_pretrained_matches(QwenImageBackbone, pipe, tmp_path, _state(1, 1), 0.5, max_sequence_length=TEXT_LENGTH)

@@ -6,9 +6,13 @@ import pytest
 import torch
 from backbone_checks import (
     CallCounter,
+    assert_bf16_model_float32_state,
+    assert_from_pretrained_matches,
     assert_runs_with_cpu_offload,
     assert_same_prompt_round_trip,
     generate,
+    gradient_images,
+    pipeline_latents,
     quiet_copy,
     relative_error,
 )
@@ -35,9 +39,7 @@ def sd3(sd3_pipe):
 
 @pytest.fixture()
 def small_images():
-    grid = torch.linspace(-1.0, 1.0, 32)
-    first = torch.stack([grid[None, :].expand(32, 32), grid[:, None].expand(32, 32), torch.zeros(32, 32)])
-    return torch.stack([first, torch.sin(3 * first)])
+    return gradient_images(32, 32, lambda first: torch.sin(3 * first))
 
 
 def _state(members: int, batch: int, seed: int = 0) -> torch.Tensor:
@@ -64,7 +66,7 @@ def _pipeline_prediction(pipe, x, sigma, prompt, guidance, negative=None):
 def test_is_a_flow_image_backbone(sd3):
     assert isinstance(sd3, ImageBackbone) and sd3.prediction == "flow"
     assert (sd3.vae_scale_factor, sd3.latent_channels, sd3.image_multiple) == (8, 16, 16)
-    assert sd3.defaults["flowedit"] == {"steps": 50, "start": 50 - 33, "guidance": 13.5, "source_guidance": 3.5}
+    assert sd3.defaults["flowedit"] == {"steps": 50, "n_max": 33, "guidance": 13.5, "source_guidance": 3.5}
     from coupled_sde.backends.registry import backbone_class, pipeline_backbone
 
     assert backbone_class("sd3") is pipeline_backbone("StableDiffusion3Pipeline") is StableDiffusion3Backbone
@@ -126,18 +128,9 @@ def test_generation_matches_the_pipelines_own_loop(sd3, sd3_pipe, guidance):
     n_steps = 4
     x_T = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(11))
     ours, _ = generate(sd3, x_T, Condition("a photo of a cat", guidance=guidance), n_steps)
-    pipe = quiet_copy(sd3_pipe)
-    reference = pipe(
-        prompt="a photo of a cat",
-        num_images_per_prompt=2,
-        height=32,
-        width=32,
-        latents=x_T,
-        num_inference_steps=n_steps,
-        guidance_scale=guidance,
-        output_type="latent",
-        max_sequence_length=T5_LENGTH,
-    ).images
+    reference = pipeline_latents(
+        sd3_pipe, x_T, "a photo of a cat", n_steps, 32, 32, guidance_scale=guidance, max_sequence_length=T5_LENGTH
+    )
     assert relative_error(ours, reference) < 1e-5, relative_error(ours, reference)
 
 
@@ -148,7 +141,7 @@ def test_same_prompt_gives_the_vae_round_trip(sd3, small_images):
 def test_flowedit_with_the_sd3_defaults_runs_batched(sd3, small_images):
     x0 = sd3.encode_images(small_images, torch.Generator().manual_seed(0))
     resolved = resolve_settings(sd3, "flowedit")
-    assert (resolved["steps"], resolved["start"], resolved["guidance"], resolved["source_guidance"]) == (50, 17, 13.5, 3.5)
+    assert (resolved["steps"], resolved["n_max"], resolved["guidance"], resolved["source_guidance"]) == (50, 33, 13.5, 3.5)
     with CallCounter(sd3.pipe.transformer) as calls:
         out = flowedit(sd3, x0, "a cat", "a dog", n_steps=6, n_max=4)  # the published guidance, fewer steps
     assert calls.batches == [2 * 2 * 2] * 4  # (source, target) x batch 2, each with its CFG row, one call per active step
@@ -157,16 +150,15 @@ def test_flowedit_with_the_sd3_defaults_runs_batched(sd3, small_images):
 
 
 def test_bf16_model_float32_state(small_images):
-    fp32 = StableDiffusion3Backbone(tiny_sd3_pipeline(seed=0), max_sequence_length=T5_LENGTH)
-    bf16 = StableDiffusion3Backbone(tiny_sd3_pipeline(seed=0).to(torch.bfloat16), max_sequence_length=T5_LENGTH)
     conditions = [Condition("a cat", guidance=1.0), Condition("a dog", guidance=2.0)]
-    x = _state(2, 1)
-    u = bf16.predict(x, 0.7, bf16.encode_conditions(conditions))
-    assert u.dtype == torch.float32
-    reference = fp32.predict(x, 0.7, fp32.encode_conditions(conditions))
-    assert (u - reference).norm() / reference.norm() < 0.05
-    latents = bf16.encode_images(small_images, generator=torch.Generator().manual_seed(0))
-    assert latents.dtype == torch.float32 and bf16.decode_latents(latents).dtype == torch.float32
+    assert_bf16_model_float32_state(
+        lambda: tiny_sd3_pipeline(seed=0),
+        lambda pipe: StableDiffusion3Backbone(pipe, max_sequence_length=T5_LENGTH),
+        conditions,
+        _state(2, 1),
+        0.7,
+        small_images,
+    )
 
 
 def test_runs_with_model_cpu_offload(small_images):
@@ -182,16 +174,8 @@ def test_runs_with_model_cpu_offload(small_images):
 
 
 def test_from_pretrained_loads_a_saved_pipeline(tmp_path):
-    pipe = tiny_sd3_pipeline(seed=2)
-    pipe.save_pretrained(tmp_path)
-    loaded = StableDiffusion3Backbone.from_pretrained(str(tmp_path), torch_dtype=torch.float32, max_sequence_length=T5_LENGTH)
-    built = StableDiffusion3Backbone(pipe, max_sequence_length=T5_LENGTH)
-    from coupled_sde.editing.loading import as_backbone, load_backbone
+    from coupled_sde.editing.loading import as_backbone
 
-    assert (
-        type(load_backbone(tmp_path, device="cpu", dtype="float32", quiet=True)) is StableDiffusion3Backbone
-    )  # by model_index.json
+    pipe = tiny_sd3_pipeline(seed=2)
+    assert_from_pretrained_matches(StableDiffusion3Backbone, pipe, tmp_path, _state(1, 1), 0.5, max_sequence_length=T5_LENGTH)
     assert type(as_backbone(pipe)) is StableDiffusion3Backbone  # by pipeline class
-    x = _state(1, 1)
-    u = loaded.predict(x, 0.5, loaded.encode_conditions([Condition("a cat")]))
-    torch.testing.assert_close(u, built.predict(x, 0.5, built.encode_conditions([Condition("a cat")])))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from backbone_checks import assert_bf16_model_float32_state
 
 from coupled_sde.backends.base import Condition, ImageBackbone
 from coupled_sde.backends.hf import StableDiffusionBackbone, tiny_sd_pipeline
@@ -150,16 +151,10 @@ def test_invalid_size_names_the_nearest_valid_one(sd):
 
 
 def test_bf16_model_float32_state(images):
-    fp32 = StableDiffusionBackbone(tiny_sd_pipeline(seed=0))
-    bf16 = StableDiffusionBackbone(tiny_sd_pipeline(seed=0).to(torch.bfloat16))
     conditions = [Condition("a cat", guidance=1.0), Condition("a dog", guidance=2.0)]  # CFG amplifies bf16 error
-    x = _state(2, 1)
-    u = bf16.predict(x, 700, bf16.encode_conditions(conditions))
-    assert u.dtype == torch.float32
-    reference = fp32.predict(x, 700, fp32.encode_conditions(conditions))
-    assert (u - reference).norm() / reference.norm() < 0.05
-    latents = bf16.encode_images(images, generator=torch.Generator().manual_seed(0))
-    assert latents.dtype == torch.float32 and bf16.decode_latents(latents).dtype == torch.float32
+    assert_bf16_model_float32_state(
+        lambda: tiny_sd_pipeline(seed=0), StableDiffusionBackbone, conditions, _state(2, 1), 700, images
+    )
 
 
 def test_float16_vae_is_upcast_when_its_config_asks(sd_pipe, images):

@@ -6,10 +6,13 @@ import pytest
 import torch
 from backbone_checks import (
     CallCounter,
+    assert_bf16_model_float32_state,
+    assert_from_pretrained_matches,
     assert_runs_with_cpu_offload,
     assert_same_prompt_round_trip,
     generate,
-    quiet_copy,
+    gradient_images,
+    pipeline_latents,
     relative_error,
 )
 
@@ -37,9 +40,7 @@ def sdxl_v():
 
 @pytest.fixture()
 def small_images():
-    grid = torch.linspace(-1.0, 1.0, 48)
-    first = torch.stack([grid[None, :].expand(32, 48), grid[:32, None].expand(32, 48), torch.zeros(32, 48)])
-    return torch.stack([first, torch.cos(2 * first)])
+    return gradient_images(32, 48, lambda first: torch.cos(2 * first))
 
 
 def _state(members: int, batch: int, seed: int = 0) -> torch.Tensor:
@@ -121,17 +122,7 @@ def test_generation_matches_the_pipelines_ddim_loop(request, which, guidance):
     n_steps = 4
     x_T = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(4))
     ours, _ = generate(backbone, x_T, Condition("a photo of a cat", guidance=guidance), n_steps)
-    pipe = quiet_copy(backbone.pipe)
-    reference = pipe(
-        prompt="a photo of a cat",
-        num_images_per_prompt=2,
-        height=32,
-        width=48,
-        latents=x_T,
-        num_inference_steps=n_steps,
-        guidance_scale=guidance,
-        output_type="latent",
-    ).images
+    reference = pipeline_latents(backbone.pipe, x_T, "a photo of a cat", n_steps, 32, 48, guidance_scale=guidance)
     assert relative_error(ours, reference) < 1e-5, relative_error(ours, reference)
 
 
@@ -165,16 +156,10 @@ def test_same_prompt_gives_the_vae_round_trip(sdxl, small_images):
 
 
 def test_bf16_model_float32_state(small_images):
-    fp32 = StableDiffusionXLBackbone(tiny_sdxl_pipeline(seed=0))
-    bf16 = StableDiffusionXLBackbone(tiny_sdxl_pipeline(seed=0).to(torch.bfloat16))
     conditions = [Condition("a cat", guidance=1.0), Condition("a dog", guidance=2.0)]
-    x = _state(2, 1)
-    u = bf16.predict(x, 700, bf16.encode_conditions(conditions))
-    assert u.dtype == torch.float32
-    reference = fp32.predict(x, 700, fp32.encode_conditions(conditions))
-    assert (u - reference).norm() / reference.norm() < 0.05
-    latents = bf16.encode_images(small_images, generator=torch.Generator().manual_seed(0))
-    assert latents.dtype == torch.float32 and bf16.decode_latents(latents).dtype == torch.float32
+    assert_bf16_model_float32_state(
+        lambda: tiny_sdxl_pipeline(seed=0), StableDiffusionXLBackbone, conditions, _state(2, 1), 700, small_images
+    )
 
 
 def test_runs_with_model_cpu_offload(small_images):
@@ -185,13 +170,5 @@ def test_runs_with_model_cpu_offload(small_images):
 
 def test_from_pretrained_loads_a_saved_pipeline(tmp_path):
     pipe = tiny_sdxl_pipeline(seed=2, prediction_type="v_prediction")
-    pipe.save_pretrained(tmp_path)
-    loaded = StableDiffusionXLBackbone.from_pretrained(str(tmp_path), torch_dtype=torch.float32)
+    loaded = assert_from_pretrained_matches(StableDiffusionXLBackbone, pipe, tmp_path, _state(1, 1), 10)
     assert loaded.prediction == "v"
-    from coupled_sde.editing.loading import load_backbone
-
-    assert type(load_backbone(tmp_path, device="cpu", dtype="float32", quiet=True)) is StableDiffusionXLBackbone
-    built = StableDiffusionXLBackbone(pipe)
-    x = _state(1, 1)
-    u = loaded.predict(x, 10, loaded.encode_conditions([Condition("a cat")]))
-    torch.testing.assert_close(u, built.predict(x, 10, built.encode_conditions([Condition("a cat")])))

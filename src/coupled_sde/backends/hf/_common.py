@@ -137,6 +137,6 @@ def vae_decode(
     return images.float().clamp(-1.0, 1.0)
 
 
-def warn(message: str) -> None:
-    """A ``UserWarning`` attributed to the caller of the public backbone method."""
-    warnings.warn(message, UserWarning, stacklevel=3)
+def warn(message: str, stacklevel: int = 3) -> None:
+    """A ``UserWarning`` attributed to the caller of the public backbone method (``stacklevel`` frames up)."""
+    warnings.warn(message, UserWarning, stacklevel=stacklevel)

@@ -29,18 +29,10 @@ import numpy as np
 import torch
 
 from coupled_sde.backends.base import Condition, Prediction, guided_predict
-from coupled_sde.backends.hf._common import (
-    Generators,
-    check_image_size,
-    dedupe,
-    dtype_kwargs,
-    execution_device,
-    prompt_text,
-    vae_decode,
-    vae_encode,
-    warn,
-)
-from coupled_sde.backends.registry import BackboneInfo, register_backbone
+from coupled_sde.backends.hf._common import execution_device, warn
+from coupled_sde.backends.hf._guided import plan_true_cfg, text_rows
+from coupled_sde.backends.hf._pipeline import PipelineBackbone
+from coupled_sde.backends.registry import register_backbone
 from coupled_sde.schedules import RectifiedFlow, calculate_shift
 
 if TYPE_CHECKING:
@@ -152,7 +144,7 @@ class FluxConditions:
 
 
 @register_backbone
-class FluxBackbone(BackboneInfo):
+class FluxBackbone(PipelineBackbone):
     """A ``FluxPipeline`` (FLUX.1-dev, FLUX.1-schnell or a compatible checkpoint) seen as an :class:`ImageBackbone`.
 
     Build it from an existing pipeline -- ``FluxBackbone(pipe)`` keeps whatever the pipeline was set
@@ -174,6 +166,8 @@ class FluxBackbone(BackboneInfo):
     pipelines = ("FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline")
     dtype = torch.bfloat16
     patch_size = 2
+    size_reason = " and FLUX packs 2x2 latent patches"
+    init_options = ("default_guidance", "max_sequence_length")
     #: The sync-SDE reference (28 steps, i0 = 4, guidance embedding 1.0 for source and target; SDEdit and
     #: ODE inversion on the same grid and guidance, so that only the coupling differs) and FlowEdit's
     #: published FLUX setting (n_max = 24, guidance 1.5 / 5.5).
@@ -197,37 +191,7 @@ class FluxBackbone(BackboneInfo):
         #: FluxPipeline's schedule: dynamic shift from the number of packed tokens (FLUX.1-dev), static otherwise.
         self.schedule = RectifiedFlow.from_config(config, patch=2, sigmas_fn=delegate)
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        model_id_or_path: str,
-        *,
-        torch_dtype: torch.dtype = torch.bfloat16,
-        device: str | torch.device | None = None,
-        default_guidance: float = DEFAULT_GUIDANCE,
-        max_sequence_length: int = 512,
-        **pipeline_kwargs: Any,
-    ) -> FluxBackbone:
-        """Load a ``FluxPipeline`` checkpoint (hub id or local folder) and wrap it.
-
-        ``torch_dtype`` is the dtype the models run in (bf16, as in the reference); the SDE state
-        stays float32. ``device`` moves the whole pipeline there (leave it ``None`` and call
-        ``backbone.pipe.enable_model_cpu_offload()`` instead when the GPU is small). Other keyword
-        arguments go to ``FluxPipeline.from_pretrained`` (``revision``, ``variant``, ``token``, ...).
-        """
-        from diffusers import FluxPipeline
-
-        pipe = FluxPipeline.from_pretrained(model_id_or_path, **dtype_kwargs(torch_dtype), **pipeline_kwargs)
-        if device is not None:
-            pipe.to(device)
-        return cls(pipe, default_guidance=default_guidance, max_sequence_length=max_sequence_length)
-
     # -- shapes ---------------------------------------------------------------------------------
-
-    @property
-    def vae_scale_factor(self) -> int:
-        """Image pixels per latent pixel (8 for FLUX.1 since diffusers 0.32)."""
-        return int(self.pipe.vae_scale_factor)
 
     @property
     def latent_channels(self) -> int:
@@ -238,13 +202,6 @@ class FluxBackbone(BackboneInfo):
     def has_guidance_embedding(self) -> bool:
         """Whether the transformer takes a guidance value (FLUX.1-dev) or not (FLUX.1-schnell)."""
         return bool(self.pipe.transformer.config.guidance_embeds)
-
-    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        """The latent shape ``(C, h, w)`` of an ``height x width`` image; ``ValueError`` for sizes FLUX can't take."""
-        multiple = 2 * self.vae_scale_factor
-        why = f"the VAE downsamples by {self.vae_scale_factor} and FLUX packs 2x2 latent patches"
-        check_image_size(height, width, multiple, why)
-        return self.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor
 
     # -- conditioning ---------------------------------------------------------------------------
 
@@ -257,14 +214,10 @@ class FluxBackbone(BackboneInfo):
         embedding), and true CFG when ``true_cfg > 1`` **and** a ``negative_prompt`` is given
         (like ``FluxPipeline``; either one alone is ignored with a warning).
         """
-        if not conditions:
-            raise ValueError("encode_conditions needs at least one Condition")
-        prompts = [prompt_text(c.prompt) for c in conditions]
-        cfg_members = [k for k, c in enumerate(conditions) if c.true_cfg > 1 and c.negative_prompt is not None]
-        negatives = [prompt_text(conditions[k].negative_prompt) for k in cfg_members]
-        self._warn_ignored(conditions, cfg_members)
-
-        unique, row = dedupe(prompts + negatives)
+        prompts, guided = plan_true_cfg(conditions)
+        if not self.has_guidance_embedding and any(c.guidance is not None for c in conditions):
+            warn("this FLUX model has no guidance embedding (schnell-like); the members' guidance is ignored")
+        unique, rows = text_rows(prompts, guided)
         device = execution_device(self.pipe)
         embeds, pooled, text_ids = self.pipe.encode_prompt(
             prompt=unique, prompt_2=None, device=device, max_sequence_length=self.max_sequence_length
@@ -275,23 +228,13 @@ class FluxBackbone(BackboneInfo):
             prompt_embeds=embeds.to(dtype),
             pooled_prompt_embeds=pooled.to(dtype),
             text_ids=text_ids,
-            prompt_rows=torch.tensor([row[p] for p in prompts], device=device),
+            prompt_rows=rows.prompt_rows.to(device),
             guidance=torch.tensor(guidance, dtype=torch.float32, device=device),
-            cfg_members=torch.tensor(cfg_members, dtype=torch.long, device=device),
-            negative_rows=torch.tensor([row[n] for n in negatives], dtype=torch.long, device=device),
-            true_cfg=torch.tensor([conditions[k].true_cfg for k in cfg_members], dtype=torch.float32, device=device),
-            model_device=execution_device(self.pipe, self.pipe.transformer),
+            cfg_members=rows.guided.to(device),
+            negative_rows=rows.uncond_rows[rows.guided].to(device),
+            true_cfg=rows.scales.to(device),
+            model_device=self.model_device(),
         )
-
-    def _warn_ignored(self, conditions: list[Condition], cfg_members: list[int]) -> None:
-        """Say so when a knob a member set has no effect (peers silently ignore negative prompts)."""
-        for k, c in enumerate(conditions):
-            if k not in cfg_members and c.negative_prompt is not None:
-                warn(f"member {k}: negative_prompt is ignored unless true_cfg > 1 (got true_cfg={c.true_cfg})")
-            if k not in cfg_members and c.true_cfg > 1:
-                warn(f"member {k}: true_cfg={c.true_cfg} is ignored without a negative_prompt")
-        if not self.has_guidance_embedding and any(c.guidance is not None for c in conditions):
-            warn("this FLUX model has no guidance embedding (schnell-like); the members' guidance is ignored")
 
     # -- the model call -------------------------------------------------------------------------
 
@@ -322,8 +265,7 @@ class FluxBackbone(BackboneInfo):
 
     def _check_state(self, x: torch.Tensor, encoded: FluxConditions) -> tuple[int, int, int, int, int]:
         """Validate ``x``'s shape against the members and FLUX's 2x2 packing; return it."""
-        if x.ndim != 5:
-            raise ValueError(f"x must have shape (K, B, C, h, w), got {tuple(x.shape)}")
+        self.check_state(x)
         members, batch, channels, height, width = x.shape
         if members != encoded.members:
             raise ValueError(f"x has {members} members but the conditions were encoded for {encoded.members}")
@@ -349,31 +291,3 @@ class FluxBackbone(BackboneInfo):
             return_dict=False,
         )[0]
         return unpack_latents(out.float(), height, width)
-
-    # -- images ---------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def encode_images(self, images: torch.Tensor, generator: Generators = None) -> torch.Tensor:
-        """Images ``(B, 3, H, W)`` in [-1, 1] to normalised float32 latents ``(B, 16, H/8, W/8)``.
-
-        A posterior *sample* (``latent_dist.sample``, as the sync-SDE reference), normalised as
-        ``(z - shift_factor) * scaling_factor``. Pass one generator per image for per-sample seeds.
-        ``H`` and ``W`` must be multiples of ``2 * vae_scale_factor`` (16); otherwise a
-        ``ValueError`` names the nearest valid size (diffusers would silently resize).
-        """
-        self.latent_shape(images.shape[-2], images.shape[-1])
-        vae = self.pipe.vae
-        latents = vae_encode(vae, images, generator, execution_device(self.pipe, vae), *self._vae_normalisation())
-        return latents.to(images.device)
-
-    @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised latents ``(B, 16, h, w)`` to float32 images ``(B, 3, 8h, 8w)`` clamped to [-1, 1]."""
-        vae = self.pipe.vae
-        images = vae_decode(vae, latents, execution_device(self.pipe, vae), *self._vae_normalisation())
-        return images.to(latents.device)
-
-    def _vae_normalisation(self) -> tuple[float, float]:
-        """``(scaling_factor, shift_factor)`` of the VAE config (shift 0 when the config has none)."""
-        config = self.pipe.vae.config
-        return float(config.scaling_factor), float(config.get("shift_factor") or 0.0)

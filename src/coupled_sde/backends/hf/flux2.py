@@ -33,20 +33,11 @@ import numpy as np
 import torch
 
 from coupled_sde.backends.base import Condition, Prediction, guided_predict
-from coupled_sde.backends.hf._common import (
-    Generators,
-    check_image_size,
-    dedupe,
-    dtype_kwargs,
-    execution_device,
-    prompt_text,
-    vae_encode,
-    vae_precision,
-    warn,
-)
-from coupled_sde.backends.hf._guided import TextRows
+from coupled_sde.backends.hf._common import Generators, execution_device, vae_encode, vae_precision, warn
+from coupled_sde.backends.hf._guided import TextRows, plan_native_cfg, plan_true_cfg, reject_true_cfg, text_rows
+from coupled_sde.backends.hf._pipeline import PipelineBackbone
 from coupled_sde.backends.hf.flux import _EXOTIC_SCHEDULER_OPTIONS
-from coupled_sde.backends.registry import BackboneInfo, register_backbone
+from coupled_sde.backends.registry import register_backbone
 from coupled_sde.schedules import RectifiedFlow
 
 if TYPE_CHECKING:
@@ -156,14 +147,15 @@ class Flux2Conditions:
         return self.rows.members
 
 
-class _Flux2Base(BackboneInfo):
+class _Flux2Base(PipelineBackbone):
     """What FLUX.2 dev and Klein share: latents, VAE, schedule, prompts and the transformer call."""
 
     prediction: Prediction = "flow"
     dtype = torch.bfloat16
     #: The VAE latent is patchified 2x2 into the state: image sides are multiples of 8 x 2.
     patch_size = 2
-    _pipeline_class = ""
+    size_reason = " and FLUX.2 patchifies 2x2 latent pixels"
+    init_options = ("default_guidance", "max_sequence_length", "text_encoder_out_layers")
 
     def __init__(
         self,
@@ -183,48 +175,12 @@ class _Flux2Base(BackboneInfo):
             pipe.scheduler.config, patch=1, sigmas_fn=lambda n, tokens: flux2_sigmas(n, tokens, pipe.scheduler)
         )
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        model_id_or_path: str,
-        *,
-        torch_dtype: torch.dtype = torch.bfloat16,
-        device: str | torch.device | None = None,
-        default_guidance: float = DEFAULT_GUIDANCE,
-        max_sequence_length: int = 512,
-        **pipeline_kwargs: Any,
-    ) -> Any:
-        """Load a checkpoint of the backbone's pipeline class (hub id or local folder) and wrap it.
-
-        ``torch_dtype`` is the models' dtype (bf16; the SDE state stays float32); ``device`` moves
-        the pipeline there (or call ``backbone.pipe.enable_model_cpu_offload()``). Other keyword
-        arguments go to the pipeline's ``from_pretrained``.
-        """
-        import diffusers
-
-        pipeline_class = getattr(diffusers, cls._pipeline_class)
-        pipe = pipeline_class.from_pretrained(model_id_or_path, **dtype_kwargs(torch_dtype), **pipeline_kwargs)
-        if device is not None:
-            pipe.to(device)
-        return cls(pipe, default_guidance=default_guidance, max_sequence_length=max_sequence_length)
-
     # -- shapes and schedule --------------------------------------------------------------------
 
     @property
-    def vae_scale_factor(self) -> int:
-        """Image pixels per (unpatchified) VAE latent pixel (8)."""
-        return int(self.pipe.vae_scale_factor)
-
-    @property
-    def latent_channels(self) -> int:
-        """Channels of the patchified state: the transformer's ``in_channels`` (128 for the real models)."""
-        return int(self.pipe.transformer.config.in_channels)
-
-    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        """The state's shape ``(4C, H/16, W/16)`` for an ``height x width`` image; ``ValueError`` for invalid sizes."""
-        why = f"the VAE downsamples by {self.vae_scale_factor} and FLUX.2 patchifies 2x2 latent pixels"
-        check_image_size(height, width, self.image_multiple, why)
-        return self.latent_channels, height // self.image_multiple, width // self.image_multiple
+    def state_downsampling(self) -> int:
+        """Image pixels per state pixel (16): the state is the 2x2-patchified latent."""
+        return self.image_multiple
 
     # -- conditioning ---------------------------------------------------------------------------
 
@@ -250,8 +206,7 @@ class _Flux2Base(BackboneInfo):
         Returns:
             ``(K, B, 4C, h, w)`` float32.
         """
-        if x.ndim != 5:
-            raise ValueError(f"x must have shape (K, B, C, h, w), got {tuple(x.shape)}")
+        self.check_state(x)
         if x.shape[2] != self.latent_channels:
             raise ValueError(f"FLUX.2 latents must have {self.latent_channels} channels, got {x.shape[2]}")
         encoded.rows.check(x)
@@ -331,7 +286,6 @@ class Flux2Backbone(_Flux2Base):
     """
 
     name = "flux2"
-    _pipeline_class = "Flux2Pipeline"
     #: The diffusers pipeline classes this backbone wraps.
     pipelines = ("Flux2Pipeline",)
     #: The FLUX.1 reference grid (28 steps from index 4) with the pipeline's guidance embedding (4.0,
@@ -349,29 +303,16 @@ class Flux2Backbone(_Flux2Base):
     @torch.no_grad()
     def encode_conditions(self, conditions: list[Condition]) -> Flux2Conditions:
         """Encode the members' texts once (one text-encoder batch over the distinct texts)."""
-        if not conditions:
-            raise ValueError("encode_conditions needs at least one Condition")
-        prompts = [prompt_text(c.prompt) for c in conditions]
-        guided = [k for k, c in enumerate(conditions) if c.true_cfg > 1 and c.negative_prompt is not None]
-        negatives = [prompt_text(conditions[k].negative_prompt) for k in guided]
-        for k, c in enumerate(conditions):
-            if k not in guided and c.negative_prompt is not None:
-                warn(f"member {k}: negative_prompt is ignored unless true_cfg > 1 (got true_cfg={c.true_cfg})")
-            if k not in guided and c.true_cfg > 1:
-                warn(f"member {k}: true_cfg={c.true_cfg} is ignored without a negative_prompt")
+        prompts, guided = plan_true_cfg(conditions)
         if not self.has_guidance_embedding and any(c.guidance is not None for c in conditions):
             warn("this FLUX.2 transformer has no guidance embedding; the members' guidance is ignored")
-
-        unique, row = dedupe(prompts + negatives)
+        unique, rows = text_rows(prompts, guided)
         device = execution_device(self.pipe)
-        rows = TextRows.build(
-            [row[p] for p in prompts], {k: (row[n], conditions[k].true_cfg) for k, n in zip(guided, negatives, strict=True)}
-        )
         guidance = None
         if self.has_guidance_embedding:
             values = [self.default_guidance if c.guidance is None else float(c.guidance) for c in conditions]
             guidance = torch.tensor(values, dtype=torch.float32, device=device)
-        return Flux2Conditions(self._encode_texts(unique), rows, guidance, execution_device(self.pipe, self.pipe.transformer))
+        return Flux2Conditions(self._encode_texts(unique), rows, guidance, self.model_device())
 
 
 @register_backbone
@@ -392,7 +333,6 @@ class Flux2KleinBackbone(_Flux2Base):
     """
 
     name = "flux2-klein"
-    _pipeline_class = "Flux2KleinPipeline"
     #: The diffusers pipeline classes this backbone wraps (their components are the same).
     pipelines = ("Flux2KleinPipeline", "Flux2KleinInpaintPipeline")
     #: The distilled Klein checkpoints sample in 4 steps (the pipeline's documented setting): every
@@ -412,29 +352,16 @@ class Flux2KleinBackbone(_Flux2Base):
     @torch.no_grad()
     def encode_conditions(self, conditions: list[Condition]) -> Flux2Conditions:
         """Encode the members' texts once (one text-encoder batch over the distinct texts)."""
-        if not conditions:
-            raise ValueError("encode_conditions needs at least one Condition")
-        for k, c in enumerate(conditions):
-            if c.true_cfg != 1:
-                raise ValueError(
-                    f"member {k}: true_cfg={c.true_cfg} does not apply to FLUX.2 Klein: its guidance already is "
-                    "classifier-free guidance (base models) or absent (distilled); set guidance and negative_prompt"
-                )
-        prompts = [prompt_text(c.prompt) for c in conditions]
+        reject_true_cfg(
+            conditions,
+            " to FLUX.2 Klein: its guidance already is classifier-free guidance (base models) or absent (distilled); "
+            "set guidance and negative_prompt",
+        )
         if self.is_distilled:
             if any(c.guidance is not None and c.guidance != 1 for c in conditions):
                 warn("this FLUX.2 Klein model is step-distilled: it takes no guidance; the members' guidance is ignored")
             if any(c.negative_prompt is not None for c in conditions):
                 warn("this FLUX.2 Klein model is step-distilled: negative prompts are ignored")
-            scales: list[float] = [1.0] * len(conditions)
-        else:
-            scales = [self.default_guidance if c.guidance is None else float(c.guidance) for c in conditions]
-        guided = [k for k, g in enumerate(scales) if g > 1]
-        uncond = [prompt_text(conditions[k].negative_prompt) for k in guided]
-        if not self.is_distilled:
-            for k, c in enumerate(conditions):
-                if k not in guided and c.negative_prompt is not None:
-                    warn(f"member {k}: negative_prompt is ignored with guidance <= 1 (no classifier-free guidance)")
-        unique, row = dedupe(prompts + uncond)
-        rows = TextRows.build([row[p] for p in prompts], {k: (row[u], scales[k]) for k, u in zip(guided, uncond, strict=True)})
-        return Flux2Conditions(self._encode_texts(unique), rows, None, execution_device(self.pipe, self.pipe.transformer))
+        prompts, guided = plan_native_cfg(conditions, self.default_guidance, above_one=True, guidance_free=self.is_distilled)
+        unique, rows = text_rows(prompts, guided)
+        return Flux2Conditions(self._encode_texts(unique), rows, None, self.model_device())

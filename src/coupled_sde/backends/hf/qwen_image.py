@@ -29,20 +29,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from coupled_sde.backends.base import Condition, Prediction, guided_predict
-from coupled_sde.backends.hf._common import (
-    Generators,
-    batch_generators,
-    check_image_size,
-    dedupe,
-    dtype_kwargs,
-    execution_device,
-    prompt_text,
-    vae_precision,
-    warn,
-)
-from coupled_sde.backends.hf._guided import TextRows
+from coupled_sde.backends.hf._common import Generators, batch_generators, execution_device, vae_precision
+from coupled_sde.backends.hf._guided import TextRows, plan_native_cfg, reject_true_cfg, text_rows
+from coupled_sde.backends.hf._pipeline import PipelineBackbone
 from coupled_sde.backends.hf.flux import flux_sigmas, pack_latents, unpack_latents
-from coupled_sde.backends.registry import BackboneInfo, register_backbone
+from coupled_sde.backends.registry import register_backbone
 from coupled_sde.schedules import RectifiedFlow
 
 if TYPE_CHECKING:
@@ -88,7 +79,7 @@ def qwen_image_sigmas(n_steps: int, image_seq_len: int, scheduler: Any) -> torch
 
 
 @register_backbone
-class QwenImageBackbone(BackboneInfo):
+class QwenImageBackbone(PipelineBackbone):
     """A ``QwenImagePipeline`` (Qwen-Image, Qwen-Image-2512, ...) seen as an image backbone.
 
     Build it from a pipeline (offloading hooks, LoRAs and dtypes are kept) or with
@@ -105,6 +96,8 @@ class QwenImageBackbone(BackboneInfo):
     pipelines = ("QwenImagePipeline", "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline")
     dtype = torch.bfloat16
     patch_size = 2
+    size_reason = " and Qwen-Image packs 2x2 latent patches"
+    init_options = ("default_guidance", "max_sequence_length")
     #: The FLUX.1 reference grid (28 steps from index 4) with the pipeline's CFG 4.0 (the members'
     #: default): a starting point, no setting is published for Qwen-Image.
     defaults = {method: {"steps": 28, "start": 4} for method in ("sync-sde", "sdedit", "ode-inversion", "flowedit")}
@@ -121,42 +114,12 @@ class QwenImageBackbone(BackboneInfo):
             pipe.scheduler.config, patch=2, sigmas_fn=lambda n, tokens: qwen_image_sigmas(n, tokens, pipe.scheduler)
         )
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        model_id_or_path: str,
-        *,
-        torch_dtype: torch.dtype = torch.bfloat16,
-        device: str | torch.device | None = None,
-        default_guidance: float = DEFAULT_GUIDANCE,
-        max_sequence_length: int = 1024,
-        **pipeline_kwargs: Any,
-    ) -> QwenImageBackbone:
-        """Load a ``QwenImagePipeline`` checkpoint (hub id or local folder) and wrap it (bf16 models, float32 state)."""
-        from diffusers import QwenImagePipeline
-
-        pipe = QwenImagePipeline.from_pretrained(model_id_or_path, **dtype_kwargs(torch_dtype), **pipeline_kwargs)
-        if device is not None:
-            pipe.to(device)
-        return cls(pipe, default_guidance=default_guidance, max_sequence_length=max_sequence_length)
-
     # -- shapes and schedule --------------------------------------------------------------------
-
-    @property
-    def vae_scale_factor(self) -> int:
-        """Image pixels per latent pixel (8)."""
-        return int(self.pipe.vae_scale_factor)
 
     @property
     def latent_channels(self) -> int:
         """Latent channels (16): the VAE's ``z_dim``."""
         return int(self.pipe.vae.config.z_dim)
-
-    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        """The latent shape ``(C, h, w)`` of an ``height x width`` image; ``ValueError`` for sizes it can't take."""
-        why = f"the VAE downsamples by {self.vae_scale_factor} and Qwen-Image packs 2x2 latent patches"
-        check_image_size(height, width, self.image_multiple, why)
-        return self.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor
 
     # -- conditioning ---------------------------------------------------------------------------
 
@@ -168,31 +131,15 @@ class QwenImageBackbone(BackboneInfo):
         ``default_guidance``; CFG when ``> 1``) against its ``negative_prompt`` or ``" "``.
         ``true_cfg`` must stay 1 (the native knob already is CFG).
         """
-        if not conditions:
-            raise ValueError("encode_conditions needs at least one Condition")
-        for k, c in enumerate(conditions):
-            if c.true_cfg != 1:
-                raise ValueError(
-                    f"member {k}: true_cfg={c.true_cfg} does not apply: Qwen-Image's guidance already is "
-                    "classifier-free guidance; set guidance (and negative_prompt) instead"
-                )
-        scales = [self.default_guidance if c.guidance is None else float(c.guidance) for c in conditions]
-        prompts = [prompt_text(c.prompt) for c in conditions]
-        guided = [k for k, g in enumerate(scales) if g > 1]
-        uncond = [
-            DEFAULT_NEGATIVE if conditions[k].negative_prompt is None else prompt_text(conditions[k].negative_prompt)
-            for k in guided
-        ]
-        for k, c in enumerate(conditions):
-            if k not in guided and c.negative_prompt is not None:
-                warn(f"member {k}: negative_prompt is ignored with guidance <= 1 (no classifier-free guidance)")
-        unique, row = dedupe(prompts + uncond)
+        reject_true_cfg(
+            conditions,
+            ": Qwen-Image's guidance already is classifier-free guidance; set guidance (and negative_prompt) instead",
+        )
+        prompts, guided = plan_native_cfg(conditions, self.default_guidance, above_one=True, negative=DEFAULT_NEGATIVE)
+        unique, rows = text_rows(prompts, guided)
         device = execution_device(self.pipe)
         embeds, mask = self.pipe.encode_prompt(prompt=unique, device=device, max_sequence_length=self.max_sequence_length)
-        rows = TextRows.build([row[p] for p in prompts], {k: (row[u], scales[k]) for k, u in zip(guided, uncond, strict=True)})
-        return QwenImageConditions(
-            embeds.to(self.pipe.transformer.dtype), mask, rows, execution_device(self.pipe, self.pipe.transformer)
-        )
+        return QwenImageConditions(embeds.to(self.pipe.transformer.dtype), mask, rows, self.model_device())
 
     # -- the model call -------------------------------------------------------------------------
 
@@ -208,8 +155,7 @@ class QwenImageBackbone(BackboneInfo):
         Returns:
             ``(K, B, 16, h, w)`` float32.
         """
-        if x.ndim != 5:
-            raise ValueError(f"x must have shape (K, B, C, h, w), got {tuple(x.shape)}")
+        self.check_state(x)
         if x.shape[2] != self.latent_channels or x.shape[3] % 2 or x.shape[4] % 2:
             raise ValueError(
                 f"Qwen-Image latents must have {self.latent_channels} channels and even sides, got {tuple(x.shape[2:])}"

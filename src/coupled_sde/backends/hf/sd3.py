@@ -28,27 +28,17 @@ this schedule) and the pipeline's CFG: an untuned starting point, no published s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from coupled_sde.backends.base import Condition, Prediction, guided_predict
-from coupled_sde.backends.hf._common import (
-    Generators,
-    check_image_size,
-    dedupe,
-    dtype_kwargs,
-    execution_device,
-    prompt_text,
-    vae_decode,
-    vae_encode,
-    warn,
-)
-from coupled_sde.backends.hf._guided import TextRows
+from coupled_sde.backends.hf._common import execution_device
+from coupled_sde.backends.hf._guided import PooledTextConditions, plan_native_cfg, reject_true_cfg, text_rows
+from coupled_sde.backends.hf._pipeline import PipelineBackbone
 from coupled_sde.backends.hf.flux import _EXOTIC_SCHEDULER_OPTIONS
-from coupled_sde.backends.registry import BackboneInfo, register_backbone
+from coupled_sde.backends.registry import register_backbone
 from coupled_sde.schedules import RectifiedFlow, calculate_shift
 
 if TYPE_CHECKING:
@@ -105,34 +95,19 @@ def sd3_sigmas(n_steps: int, image_seq_len: int, scheduler: Any) -> torch.Tensor
     return torch.from_numpy(np.append(sigmas, 0.0)).to(torch.float64)
 
 
-@dataclass(frozen=True)
-class SD3Conditions:
-    """The K members' conditioning, encoded once per edit by :meth:`StableDiffusion3Backbone.encode_conditions`.
-
-    Attributes:
-        prompt_embeds: joint CLIP + T5 embeddings of the distinct texts, ``(U, 77 + T5 length, dim)``.
-        pooled_prompt_embeds: concatenated CLIP projections, ``(U, pooled_dim)``.
-        rows: the members' text rows and their CFG rows (:class:`TextRows`).
-        model_device: where the transformer's inputs go, looked up once per edit.
-    """
-
-    prompt_embeds: torch.Tensor
-    pooled_prompt_embeds: torch.Tensor
-    rows: TextRows
-    model_device: torch.device | None = None
-
-    @property
-    def members(self) -> int:
-        """K, the number of conditioned members."""
-        return self.rows.members
+class SD3Conditions(PooledTextConditions):
+    """The K members' conditioning, encoded once per edit by :meth:`StableDiffusion3Backbone.encode_conditions`:
+    ``prompt_embeds`` are the joint CLIP + T5 embeddings ``(U, 77 + T5 length, dim)``, ``pooled_prompt_embeds``
+    the concatenated CLIP projections ``(U, pooled_dim)``."""
 
 
 @register_backbone
-class StableDiffusion3Backbone(BackboneInfo):
+class StableDiffusion3Backbone(PipelineBackbone):
     """A ``StableDiffusion3Pipeline`` (SD3 medium, SD3.5 medium / large / large-turbo) seen as an image backbone.
 
     Build it from a pipeline (``StableDiffusion3Backbone(pipe)`` keeps offloading hooks, LoRAs and
-    dtypes) or with :meth:`from_pretrained`. Stateless: :meth:`encode_conditions` returns what
+    dtypes) or with :meth:`from_pretrained` (pass ``text_encoder_3=None`` to drop T5, about 9.5 GB
+    in bf16, at some cost in prompt following). Stateless: :meth:`encode_conditions` returns what
     :meth:`predict` takes.
 
     Args:
@@ -147,10 +122,12 @@ class StableDiffusion3Backbone(BackboneInfo):
     pipelines = ("StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline")
     dtype = torch.bfloat16
     patch_size = 2
-    #: FlowEdit's published SD3 setting (n_max = 33 of 50 steps: start = 50 - 33 = 17); the FLUX.1
+    size_reason = " and the transformer patchifies 2x2"
+    init_options = ("default_guidance", "max_sequence_length")
+    #: FlowEdit's published SD3 setting (n_max = 33 of 50 steps, i.e. start 17); the FLUX.1
     #: reference grid for the others (not tuned for SD3).
     defaults = {
-        "flowedit": {"steps": 50, "start": 17, "guidance": 13.5, "source_guidance": 3.5},
+        "flowedit": {"steps": 50, "n_max": 33, "guidance": 13.5, "source_guidance": 3.5},
         "sync-sde": {"steps": 28, "start": 4},
         "sdedit": {"steps": 28, "start": 4},
         "ode-inversion": {"steps": 28, "start": 4},
@@ -168,49 +145,6 @@ class StableDiffusion3Backbone(BackboneInfo):
             pipe.scheduler.config, patch=2, sigmas_fn=lambda n, tokens: sd3_sigmas(n, tokens, pipe.scheduler)
         )
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        model_id_or_path: str,
-        *,
-        torch_dtype: torch.dtype = torch.bfloat16,
-        device: str | torch.device | None = None,
-        default_guidance: float = DEFAULT_GUIDANCE,
-        max_sequence_length: int = 256,
-        **pipeline_kwargs: Any,
-    ) -> StableDiffusion3Backbone:
-        """Load a ``StableDiffusion3Pipeline`` checkpoint (hub id or local folder) and wrap it.
-
-        ``torch_dtype`` is the models' dtype (bf16; the SDE state stays float32). ``device`` moves
-        the pipeline there (or leave it ``None`` and call ``backbone.pipe.enable_model_cpu_offload()``).
-        Pass ``text_encoder_3=None`` to drop T5 (about 9.5 GB in bf16) at some cost in prompt
-        following. Other keyword arguments go to ``StableDiffusion3Pipeline.from_pretrained``.
-        """
-        from diffusers import StableDiffusion3Pipeline
-
-        pipe = StableDiffusion3Pipeline.from_pretrained(model_id_or_path, **dtype_kwargs(torch_dtype), **pipeline_kwargs)
-        if device is not None:
-            pipe.to(device)
-        return cls(pipe, default_guidance=default_guidance, max_sequence_length=max_sequence_length)
-
-    # -- shapes and schedule --------------------------------------------------------------------
-
-    @property
-    def vae_scale_factor(self) -> int:
-        """Image pixels per latent pixel (8)."""
-        return int(self.pipe.vae_scale_factor)
-
-    @property
-    def latent_channels(self) -> int:
-        """Latent channels (16)."""
-        return int(self.pipe.transformer.config.in_channels)
-
-    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        """The latent shape ``(C, h, w)`` of an ``height x width`` image; ``ValueError`` for sizes SD3 can't take."""
-        why = f"the VAE downsamples by {self.vae_scale_factor} and the transformer patchifies {self.patch_size}x{self.patch_size}"
-        check_image_size(height, width, self.vae_scale_factor * self.patch_size, why)
-        return self.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor
-
     # -- conditioning ---------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -222,23 +156,11 @@ class StableDiffusion3Backbone(BackboneInfo):
         ``negative_prompt`` or the empty prompt. ``true_cfg`` must stay 1 (the native knob already
         is CFG).
         """
-        if not conditions:
-            raise ValueError("encode_conditions needs at least one Condition")
-        for k, c in enumerate(conditions):
-            if c.true_cfg != 1:
-                raise ValueError(
-                    f"member {k}: true_cfg={c.true_cfg} does not apply to SD3, whose guidance already is "
-                    "classifier-free guidance; set guidance (and negative_prompt) instead"
-                )
-        scales = [self.default_guidance if c.guidance is None else float(c.guidance) for c in conditions]
-        prompts = [prompt_text(c.prompt) for c in conditions]
-        guided = [k for k, g in enumerate(scales) if g != 1]
-        uncond = [prompt_text(conditions[k].negative_prompt) for k in guided]
-        for k, c in enumerate(conditions):
-            if k not in guided and c.negative_prompt is not None:
-                warn(f"member {k}: negative_prompt is ignored with guidance 1 (no classifier-free guidance)")
-
-        unique, row = dedupe(prompts + uncond)
+        reject_true_cfg(
+            conditions, " to SD3, whose guidance already is classifier-free guidance; set guidance (and negative_prompt) instead"
+        )
+        prompts, guided = plan_native_cfg(conditions, self.default_guidance)
+        unique, rows = text_rows(prompts, guided)
         device = execution_device(self.pipe)
         embeds, _, pooled, _ = self.pipe.encode_prompt(
             prompt=unique,
@@ -249,8 +171,7 @@ class StableDiffusion3Backbone(BackboneInfo):
             max_sequence_length=self.max_sequence_length,
         )
         dtype = self.pipe.transformer.dtype
-        rows = TextRows.build([row[p] for p in prompts], {k: (row[u], scales[k]) for k, u in zip(guided, uncond, strict=True)})
-        return SD3Conditions(embeds.to(dtype), pooled.to(dtype), rows, execution_device(self.pipe, self.pipe.transformer))
+        return SD3Conditions(embeds.to(dtype), pooled.to(dtype), rows, self.model_device())
 
     # -- the model call -------------------------------------------------------------------------
 
@@ -266,8 +187,7 @@ class StableDiffusion3Backbone(BackboneInfo):
         Returns:
             ``(K, B, 16, h, w)`` float32; ``u_uncond + guidance (u_cond - u_uncond)`` for guided members.
         """
-        if x.ndim != 5:
-            raise ValueError(f"x must have shape (K, B, C, h, w), got {tuple(x.shape)}")
+        self.check_state(x)
         if x.shape[2] != self.latent_channels or x.shape[3] % self.patch_size or x.shape[4] % self.patch_size:
             raise ValueError(
                 f"SD3 latents must have {self.latent_channels} channels and sides divisible by {self.patch_size}, "
@@ -289,27 +209,3 @@ class StableDiffusion3Backbone(BackboneInfo):
             return out.float()
 
         return guided_predict(x, encoded.rows.guided, encoded.rows.scales, call).to(x.device)
-
-    # -- images ---------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def encode_images(self, images: torch.Tensor, generator: Generators = None) -> torch.Tensor:
-        """Images ``(B, 3, H, W)`` in [-1, 1] to normalised float32 latents ``(B, 16, H/8, W/8)``.
-
-        A posterior sample normalised as ``(z - shift_factor) * scaling_factor``; one generator per
-        image gives per-sample seeds. Sides must be multiples of 16 (a ``ValueError`` names the
-        nearest valid size; diffusers would silently resize).
-        """
-        self.latent_shape(images.shape[-2], images.shape[-1])
-        vae = self.pipe.vae
-        return vae_encode(vae, images, generator, execution_device(self.pipe, vae), *self._vae_normalisation()).to(images.device)
-
-    @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised latents ``(B, 16, h, w)`` to float32 images ``(B, 3, 8h, 8w)`` clamped to [-1, 1]."""
-        vae = self.pipe.vae
-        return vae_decode(vae, latents, execution_device(self.pipe, vae), *self._vae_normalisation()).to(latents.device)
-
-    def _vae_normalisation(self) -> tuple[float, float]:
-        config = self.pipe.vae.config
-        return float(config.scaling_factor), float(config.get("shift_factor") or 0.0)

@@ -24,25 +24,15 @@ model output; timestep spacing from the scheduler config (SDXL: "leading", ``ste
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from coupled_sde.backends.base import Condition, Prediction, guided_predict
-from coupled_sde.backends.hf._common import (
-    Generators,
-    check_image_size,
-    dedupe,
-    dtype_kwargs,
-    execution_device,
-    prompt_text,
-    vae_decode,
-    vae_encode,
-    warn,
-)
-from coupled_sde.backends.hf._guided import TextRows
-from coupled_sde.backends.registry import BackboneInfo, register_backbone
+from coupled_sde.backends.hf._common import Generators, execution_device, vae_decode, vae_encode
+from coupled_sde.backends.hf._guided import PooledTextConditions, plan_native_cfg, reject_true_cfg, text_rows
+from coupled_sde.backends.hf._pipeline import PipelineBackbone
+from coupled_sde.backends.registry import register_backbone
 from coupled_sde.schedules import DiscreteVP
 
 if TYPE_CHECKING:
@@ -56,31 +46,14 @@ DEFAULT_GUIDANCE = 5.0
 _PREDICTIONS: dict[str, Prediction] = {"epsilon": "epsilon", "v_prediction": "v"}
 
 
-@dataclass(frozen=True)
-class SDXLConditions:
-    """The K members' conditioning, encoded once per edit by :meth:`StableDiffusionXLBackbone.encode_conditions`.
-
-    Attributes:
-        prompt_embeds: concatenated CLIP hidden states of the distinct texts ``(U, 77, 2048)``, UNet
-            dtype; with zero unconditional embeddings, the last row is all zeros.
-        pooled_prompt_embeds: the second encoder's pooled projections ``(U, 1280)``.
-        rows: the members' text rows and their CFG rows (:class:`TextRows`).
-        model_device: where the UNet's inputs go, looked up once per edit.
-    """
-
-    prompt_embeds: torch.Tensor
-    pooled_prompt_embeds: torch.Tensor
-    rows: TextRows
-    model_device: torch.device | None = None
-
-    @property
-    def members(self) -> int:
-        """K, the number of conditioned members."""
-        return self.rows.members
+class SDXLConditions(PooledTextConditions):
+    """The K members' conditioning, encoded once per edit by :meth:`StableDiffusionXLBackbone.encode_conditions`:
+    ``prompt_embeds`` are the concatenated CLIP hidden states ``(U, 77, 2048)`` (with zero unconditional
+    embeddings, the last row is all zeros), ``pooled_prompt_embeds`` the second encoder's projections ``(U, 1280)``."""
 
 
 @register_backbone
-class StableDiffusionXLBackbone(BackboneInfo):
+class StableDiffusionXLBackbone(PipelineBackbone):
     """A ``StableDiffusionXLPipeline`` (SDXL base 1.0 or a fine-tune, epsilon or v prediction) seen as a VP image backbone.
 
     Build it from a pipeline (``StableDiffusionXLBackbone(pipe)``; offloading hooks, LoRAs and
@@ -100,6 +73,7 @@ class StableDiffusionXLBackbone(BackboneInfo):
     #: The diffusers pipeline classes this backbone wraps (their components are the same).
     pipelines = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline")
     dtype = torch.float16
+    denoiser_name = "unet"
     #: As Stable Diffusion's (50 DDIM timesteps from index 10, t = 781; DDIM inversion under the source
     #: at CFG 1) with the pipeline's CFG 5.0 (the members' default guidance). Not tuned for SDXL.
     defaults = {
@@ -128,47 +102,6 @@ class StableDiffusionXLBackbone(BackboneInfo):
         self.prediction: Prediction = _PREDICTIONS[prediction_type]
         self.schedule = DiscreteVP.from_config(config, pipe.scheduler.alphas_cumprod)
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        model_id_or_path: str,
-        *,
-        torch_dtype: torch.dtype = torch.float16,
-        device: str | torch.device | None = None,
-        default_guidance: float = DEFAULT_GUIDANCE,
-        **pipeline_kwargs: Any,
-    ) -> StableDiffusionXLBackbone:
-        """Load a ``StableDiffusionXLPipeline`` checkpoint (hub id or local folder) and wrap it.
-
-        ``torch_dtype`` is the models' dtype (float16 or bfloat16; the SDE state stays float32, and
-        a float16 VAE whose config sets ``force_upcast`` -- SDXL's does -- runs in float32).
-        ``device`` moves the pipeline there. Other keyword arguments go to
-        ``StableDiffusionXLPipeline.from_pretrained`` (``variant="fp16"``, ``vae=...``, ...).
-        """
-        from diffusers import StableDiffusionXLPipeline
-
-        pipe = StableDiffusionXLPipeline.from_pretrained(model_id_or_path, **dtype_kwargs(torch_dtype), **pipeline_kwargs)
-        if device is not None:
-            pipe.to(device)
-        return cls(pipe, default_guidance=default_guidance)
-
-    # -- shapes and schedule --------------------------------------------------------------------
-
-    @property
-    def vae_scale_factor(self) -> int:
-        """Image pixels per latent pixel (8)."""
-        return int(self.pipe.vae_scale_factor)
-
-    @property
-    def latent_channels(self) -> int:
-        """Latent channels (4)."""
-        return int(self.pipe.unet.config.in_channels)
-
-    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        """The latent shape ``(C, h, w)`` of an ``height x width`` image; ``ValueError`` for sizes the VAE can't take."""
-        check_image_size(height, width, self.vae_scale_factor, f"the VAE downsamples by {self.vae_scale_factor}")
-        return self.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor
-
     # -- conditioning ---------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -180,38 +113,21 @@ class StableDiffusionXLBackbone(BackboneInfo):
         ``negative_prompt`` or, without one, zeros (``force_zeros_for_empty_prompt``, SDXL's
         default) or the empty prompt. ``true_cfg`` must stay 1.
         """
-        if not conditions:
-            raise ValueError("encode_conditions needs at least one Condition")
-        for k, c in enumerate(conditions):
-            if c.true_cfg != 1:
-                raise ValueError(
-                    f"member {k}: true_cfg={c.true_cfg} does not apply to SDXL, whose guidance already is "
-                    "classifier-free guidance; set guidance (and negative_prompt) instead"
-                )
-        scales = [self.default_guidance if c.guidance is None else float(c.guidance) for c in conditions]
-        prompts = [prompt_text(c.prompt) for c in conditions]
-        guided = [k for k, g in enumerate(scales) if g != 1]
+        reject_true_cfg(
+            conditions, " to SDXL, whose guidance already is classifier-free guidance; set guidance (and negative_prompt) instead"
+        )
         zeros = bool(self.pipe.config.get("force_zeros_for_empty_prompt", False))
-        uncond: list[str | None] = [
-            None if conditions[k].negative_prompt is None and zeros else prompt_text(conditions[k].negative_prompt)
-            for k in guided
-        ]
-        for k, c in enumerate(conditions):
-            if k not in guided and c.negative_prompt is not None:
-                warn(f"member {k}: negative_prompt is ignored with guidance 1 (no classifier-free guidance)")
-
-        unique, row = dedupe(prompts + [u for u in uncond if u is not None])
+        prompts, guided = plan_native_cfg(conditions, self.default_guidance, negative=None if zeros else "")
+        unique, rows = text_rows(prompts, guided)
         device = execution_device(self.pipe)
         embeds, _, pooled, _ = self.pipe.encode_prompt(
             prompt=unique, prompt_2=None, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
         )
-        if any(u is None for u in uncond):  # the zero unconditional embedding gets the last row
-            row[None] = embeds.shape[0]
+        if any(u is None for u, _ in guided.values()):  # the zero unconditional embedding gets the last row
             embeds = torch.cat([embeds, torch.zeros_like(embeds[:1])])
             pooled = torch.cat([pooled, torch.zeros_like(pooled[:1])])
         dtype = self.pipe.unet.dtype
-        rows = TextRows.build([row[p] for p in prompts], {k: (row[u], scales[k]) for k, u in zip(guided, uncond, strict=True)})
-        return SDXLConditions(embeds.to(dtype), pooled.to(dtype), rows, execution_device(self.pipe, self.pipe.unet))
+        return SDXLConditions(embeds.to(dtype), pooled.to(dtype), rows, self.model_device())
 
     # -- the model call -------------------------------------------------------------------------
 
@@ -232,8 +148,7 @@ class StableDiffusionXLBackbone(BackboneInfo):
             ``(K, B, 4, h, w)`` float32: ``out_uncond + guidance (out_cond - out_uncond)`` for members
             with ``guidance != 1``, the conditional output for the others.
         """
-        if x.ndim != 5:
-            raise ValueError(f"x must have shape (K, B, C, h, w), got {tuple(x.shape)}")
+        self.check_state(x)
         if x.shape[2] != self.latent_channels:
             raise ValueError(f"latents must have {self.latent_channels} channels, got {x.shape[2]}")
         encoded.rows.check(x)

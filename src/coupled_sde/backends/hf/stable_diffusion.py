@@ -22,18 +22,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from coupled_sde.backends.base import Condition, Prediction, guided_predict
-from coupled_sde.backends.hf._common import (
-    Generators,
-    check_image_size,
-    dedupe,
-    dtype_kwargs,
-    execution_device,
-    prompt_text,
-    vae_decode,
-    vae_encode,
-    warn,
-)
-from coupled_sde.backends.registry import BackboneInfo, register_backbone
+from coupled_sde.backends.hf._common import execution_device
+from coupled_sde.backends.hf._guided import plan_native_cfg, reject_true_cfg, text_rows
+from coupled_sde.backends.hf._pipeline import PipelineBackbone
+from coupled_sde.backends.registry import register_backbone
 from coupled_sde.schedules import DiscreteVP, vp_alphas_cumprod
 
 if TYPE_CHECKING:
@@ -80,7 +72,7 @@ class StableDiffusionConditions:
 
 
 @register_backbone
-class StableDiffusionBackbone(BackboneInfo):
+class StableDiffusionBackbone(PipelineBackbone):
     """A ``StableDiffusionPipeline`` (SD 1.x, 2.x, epsilon- or v-prediction) seen as an :class:`ImageBackbone`.
 
     Build it from an existing pipeline (``StableDiffusionBackbone(pipe)``; offloading hooks, LoRAs
@@ -97,6 +89,9 @@ class StableDiffusionBackbone(BackboneInfo):
     name = "stable-diffusion"
     pipelines = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
     dtype = torch.float16
+    denoiser_name = "unet"
+    #: The safety checker is not loaded unless passed to :meth:`from_pretrained`.
+    load_defaults = {"safety_checker": None, "requires_safety_checker": False}
     #: 50 DDIM timesteps from index 10 (t = 781, img2img's strength 0.8), CFG 7.5; DDIM inversion under
     #: the source at CFG 1. FlowEdit runs in its DDIM form on the same grid.
     defaults = {
@@ -116,49 +111,6 @@ class StableDiffusionBackbone(BackboneInfo):
         self.prediction: Prediction = _PREDICTIONS[prediction_type]
         self.schedule = DiscreteVP.from_config(config, pipe.scheduler.alphas_cumprod)
 
-    @classmethod
-    def from_pretrained(
-        cls,
-        model_id_or_path: str,
-        *,
-        torch_dtype: torch.dtype = torch.float16,
-        device: str | torch.device | None = None,
-        default_guidance: float = DEFAULT_GUIDANCE,
-        **pipeline_kwargs: Any,
-    ) -> StableDiffusionBackbone:
-        """Load a ``StableDiffusionPipeline`` checkpoint (hub id or local folder) and wrap it.
-
-        ``torch_dtype`` is the dtype the models run in (the SDE state stays float32; a float16
-        VAE is run in float32 when its config sets ``force_upcast``). The safety checker is not
-        loaded unless passed in ``pipeline_kwargs``. ``device`` moves the pipeline there.
-        """
-        from diffusers import StableDiffusionPipeline
-
-        pipeline_kwargs.setdefault("safety_checker", None)
-        pipeline_kwargs.setdefault("requires_safety_checker", False)
-        pipe = StableDiffusionPipeline.from_pretrained(model_id_or_path, **dtype_kwargs(torch_dtype), **pipeline_kwargs)
-        if device is not None:
-            pipe.to(device)
-        return cls(pipe, default_guidance=default_guidance)
-
-    # -- shapes --------------------------------------------------------------------
-
-    @property
-    def vae_scale_factor(self) -> int:
-        """Image pixels per latent pixel (8 for SD 1.x/2.x)."""
-        return int(self.pipe.vae_scale_factor)
-
-    @property
-    def latent_channels(self) -> int:
-        """Latent channels (4 for SD 1.x/2.x)."""
-        return int(self.pipe.unet.config.in_channels)
-
-    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        """The latent shape ``(C, h, w)`` of an ``height x width`` image; ``ValueError`` for sizes the VAE can't take."""
-        why = f"the VAE downsamples by {self.vae_scale_factor}"
-        check_image_size(height, width, self.vae_scale_factor, why)
-        return self.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor
-
     # -- conditioning ---------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -170,32 +122,25 @@ class StableDiffusionBackbone(BackboneInfo):
         ``negative_prompt`` or, without one, the empty prompt (as ``StableDiffusionPipeline``).
         ``true_cfg`` does not apply (the native knob already is CFG) and must stay 1.
         """
-        if not conditions:
-            raise ValueError("encode_conditions needs at least one Condition")
-        for k, c in enumerate(conditions):
-            if c.true_cfg != 1:
-                raise ValueError(
-                    f"member {k}: true_cfg={c.true_cfg} does not apply to Stable Diffusion, whose guidance "
-                    "already is classifier-free guidance; set guidance (and negative_prompt) instead"
-                )
-        guidance = [self.default_guidance if c.guidance is None else float(c.guidance) for c in conditions]
-        prompts = [prompt_text(c.prompt) for c in conditions]
-        cfg_members = [k for k, g in enumerate(guidance) if g != 1]
-        uncond = [prompt_text(conditions[k].negative_prompt) for k in cfg_members]
-        for k, c in enumerate(conditions):
-            if k not in cfg_members and c.negative_prompt is not None:
-                warn(f"member {k}: negative_prompt is ignored with guidance 1 (no classifier-free guidance)")
-
-        unique, row = dedupe(prompts + uncond)
+        reject_true_cfg(
+            conditions,
+            " to Stable Diffusion, whose guidance already is classifier-free guidance; set guidance (and negative_prompt) instead",
+        )
+        prompts, guided = plan_native_cfg(conditions, self.default_guidance)
+        unique, rows = text_rows(prompts, guided)
         device = execution_device(self.pipe)
         embeds, _ = self.pipe.encode_prompt(unique, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False)
         return StableDiffusionConditions(
             prompt_embeds=embeds.to(self.pipe.unet.dtype),
-            prompt_rows=torch.tensor([row[p] for p in prompts], dtype=torch.long, device=device),
-            guidance=torch.tensor(guidance, dtype=torch.float32, device=device),
-            cfg_members=torch.tensor(cfg_members, dtype=torch.long, device=device),
-            uncond_rows=torch.tensor([row[u] for u in uncond], dtype=torch.long, device=device),
-            model_device=execution_device(self.pipe, self.pipe.unet),
+            prompt_rows=rows.prompt_rows.to(device),
+            guidance=torch.tensor(
+                [self.default_guidance if c.guidance is None else float(c.guidance) for c in conditions],
+                dtype=torch.float32,
+                device=device,
+            ),
+            cfg_members=rows.guided.to(device),
+            uncond_rows=rows.uncond_rows[rows.guided].to(device),
+            model_device=self.model_device(),
         )
 
     # -- the model call -------------------------------------------------------------------------
@@ -227,8 +172,7 @@ class StableDiffusionBackbone(BackboneInfo):
 
     def _check_state(self, x: torch.Tensor, encoded: StableDiffusionConditions) -> tuple[int, int, int, int, int]:
         """Validate ``x``'s shape against the members and the UNet's channels; return it."""
-        if x.ndim != 5:
-            raise ValueError(f"x must have shape (K, B, C, h, w), got {tuple(x.shape)}")
+        self.check_state(x)
         if x.shape[0] != encoded.members:
             raise ValueError(f"x has {x.shape[0]} members but the conditions were encoded for {encoded.members}")
         if x.shape[2] != self.latent_channels:
@@ -252,22 +196,6 @@ class StableDiffusionBackbone(BackboneInfo):
 
     # -- images ---------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def encode_images(self, images: torch.Tensor, generator: Generators = None) -> torch.Tensor:
-        """Images ``(B, 3, H, W)`` in [-1, 1] to float32 latents ``(B, 4, H/8, W/8)``: ``z * scaling_factor``.
-
-        A posterior sample; pass one generator per image for per-sample seeds. Sides must be
-        multiples of ``vae_scale_factor`` (8), else a ``ValueError`` names the nearest valid size.
-        """
-        self.latent_shape(images.shape[-2], images.shape[-1])
-        vae = self.pipe.vae
-        scaling = float(vae.config.scaling_factor)
-        latents = vae_encode(vae, images, generator, execution_device(self.pipe, vae), scaling, 0.0)
-        return latents.to(images.device)
-
-    @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents ``(B, 4, h, w)`` to float32 images ``(B, 3, 8h, 8w)`` clamped to [-1, 1]."""
-        vae = self.pipe.vae
-        scaling = float(vae.config.scaling_factor)
-        return vae_decode(vae, latents, execution_device(self.pipe, vae), scaling, 0.0).to(latents.device)
+    def _vae_normalisation(self) -> tuple[float, float]:
+        """``(scaling_factor, 0)``: SD's latents are ``z * scaling_factor`` (its VAE has no shift)."""
+        return float(self.pipe.vae.config.scaling_factor), 0.0

@@ -91,32 +91,39 @@ def _tiny_t5_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def _tiny_clip_text_encoder(tokenizer: CLIPTokenizer) -> torch.nn.Module:
-    """A one-layer ``CLIPTextModel`` whose pooled output is read at the tokenizer's EOS token."""
-    from transformers import CLIPTextConfig, CLIPTextModel
+def _clip_encoder(
+    tokenizer: CLIPTokenizer, hidden: int = _TEXT_DIM, projection: int | None = None, layers: int = 1
+) -> torch.nn.Module:
+    """A small CLIP text encoder whose pooled output is read at the tokenizer's EOS token.
+
+    ``projection`` given -> ``CLIPTextModelWithProjection`` (SDXL's and SD3's second / both
+    encoders); ``layers = 2`` for the pipelines that read ``hidden_states[-2]``.
+    """
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(
         vocab_size=_VOCAB_SIZE,
-        hidden_size=_TEXT_DIM,
+        hidden_size=hidden,
         intermediate_size=37,
-        num_hidden_layers=1,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         max_position_embeddings=_CLIP_MAX_LENGTH,
-        projection_dim=_TEXT_DIM,
+        projection_dim=projection or hidden,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return CLIPTextModel(config).eval()
+    model = CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
+    return model.eval()
 
 
-def _tiny_t5_encoder() -> torch.nn.Module:
-    """A one-layer ``T5EncoderModel`` of width 32."""
+def _t5_encoder(width: int = _TEXT_DIM) -> torch.nn.Module:
+    """A one-layer ``T5EncoderModel`` of width ``width``."""
     from transformers import T5Config, T5EncoderModel
 
     config = T5Config(
         vocab_size=_VOCAB_SIZE,
-        d_model=_TEXT_DIM,
+        d_model=width,
         d_kv=8,
         d_ff=37,
         num_layers=1,
@@ -130,30 +137,67 @@ def _tiny_t5_encoder() -> torch.nn.Module:
     return T5EncoderModel(config).eval()
 
 
-def _tiny_vae(latent_channels: int, scaling_factor: float, shift_factor: float | None) -> torch.nn.Module:
-    """An ``AutoencoderKL`` with four levels (``vae_scale_factor`` 8) and 8 channels per level.
+#: The tiny VAEs' layout: four levels (``vae_scale_factor`` 8), 8 channels per level, 64x64 samples.
+_VAE_LEVELS = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (8, 8, 8, 8),
+    "layers_per_block": 1,
+    "norm_num_groups": 4,
+    "sample_size": 64,
+}
 
-    FLUX's VAE has no quant convolutions (``use_quant_conv=False``); SD's has them. The FLUX
-    flavour is chosen by passing a ``shift_factor``.
-    """
+
+def _kl_vae(
+    latent_channels: int, scaling_factor: float, shift_factor: float | None, quant_conv: bool, **options: object
+) -> torch.nn.Module:
+    """An ``AutoencoderKL`` with the tiny layout; FLUX's and SD3's VAEs have no quant convolutions, SD's have them."""
     from diffusers import AutoencoderKL
 
-    is_flux = shift_factor is not None
     return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
+        **_VAE_LEVELS,
         latent_channels=latent_channels,
-        norm_num_groups=4,
-        sample_size=64,
         scaling_factor=scaling_factor,
         shift_factor=shift_factor,
-        use_quant_conv=not is_flux,
-        use_post_quant_conv=not is_flux,
+        use_quant_conv=quant_conv,
+        use_post_quant_conv=quant_conv,
+        **options,
     ).eval()
+
+
+#: The tiny SD / SDXL UNets' layout: two levels on a 4-channel 8x8 latent, cross attention in the inner one.
+_UNET_LEVELS = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+    "block_out_channels": (16, 32),
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+}
+
+
+def _sd_scheduler(prediction_type: str) -> object:
+    """A ``DDIMScheduler`` with SD's (and SDXL's) config: scaled-linear betas 0.00085..0.012,
+    ``set_alpha_to_one=False``, ``steps_offset=1``, "leading" spacing; ``"epsilon"`` or ``"v_prediction"``."""
+    from diffusers import DDIMScheduler
+
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        timestep_spacing="leading",
+        prediction_type=prediction_type,
+    )
 
 
 def tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True) -> FluxPipeline:
@@ -205,9 +249,9 @@ def tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True) -> FluxPipel
             guidance_embeds=guidance_embeds,
             axes_dims_rope=(4, 4, 8),
         ).eval()
-        vae = _tiny_vae(latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159)
-        text_encoder = _tiny_clip_text_encoder(tokenizer)
-        text_encoder_2 = _tiny_t5_encoder()
+        vae = _kl_vae(16, 0.3611, 0.1159, quant_conv=False)
+        text_encoder = _clip_encoder(tokenizer)
+        text_encoder_2 = _t5_encoder()
     return FluxPipeline(
         scheduler=scheduler,
         vae=vae,
@@ -235,37 +279,15 @@ def tiny_sd_pipeline(seed: int = 0, prediction_type: str = "epsilon") -> StableD
         with SD's config (scaled-linear betas 0.00085..0.012, ``set_alpha_to_one=False``,
         ``steps_offset=1``, "leading" timestep spacing).
     """
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
-    if prediction_type not in ("epsilon", "v_prediction"):
-        raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
-    scheduler = DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type=prediction_type,
-    )
+    scheduler = _sd_scheduler(prediction_type)
     tokenizer = _tiny_clip_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
-            sample_size=8,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            block_out_channels=(16, 32),
-            layers_per_block=1,
-            norm_num_groups=8,
-            attention_head_dim=8,
-            cross_attention_dim=_TEXT_DIM,
-        ).eval()
-        vae = _tiny_vae(latent_channels=4, scaling_factor=0.18215, shift_factor=None)
-        text_encoder = _tiny_clip_text_encoder(tokenizer)
+        unet = UNet2DConditionModel(**_UNET_LEVELS, attention_head_dim=8, cross_attention_dim=_TEXT_DIM).eval()
+        vae = _kl_vae(4, 0.18215, None, quant_conv=True)
+        text_encoder = _clip_encoder(tokenizer)
     return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

@@ -40,7 +40,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from coupled_sde._tiny_text import byte_symbols
-from coupled_sde.backends.hf.tiny import _T5_WORDS, _tiny_clip_tokenizer, _tiny_t5_tokenizer
+from coupled_sde.backends.hf.tiny import (
+    _T5_WORDS,
+    _UNET_LEVELS,
+    _VAE_LEVELS,
+    _VOCAB_SIZE,
+    _clip_encoder,
+    _kl_vae,
+    _sd_scheduler,
+    _t5_encoder,
+    _tiny_clip_tokenizer,
+    _tiny_t5_tokenizer,
+)
 
 if TYPE_CHECKING:
     from diffusers import (
@@ -58,70 +69,6 @@ __all__ = [
     "tiny_sd3_pipeline",
     "tiny_sdxl_pipeline",
 ]
-
-_VOCAB_SIZE = 1024
-_CLIP_MAX_LENGTH = 77
-
-
-def _clip_encoder(tokenizer: Any, hidden: int, projection: int | None) -> torch.nn.Module:
-    """A one-layer CLIP text encoder; ``projection`` given -> ``CLIPTextModelWithProjection``."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    config = CLIPTextConfig(
-        vocab_size=_VOCAB_SIZE,
-        hidden_size=hidden,
-        intermediate_size=37,
-        num_hidden_layers=2,  # the pipelines read hidden_states[-2]
-        num_attention_heads=4,
-        max_position_embeddings=_CLIP_MAX_LENGTH,
-        projection_dim=projection or hidden,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
-    return model.eval()
-
-
-def _t5_encoder(width: int) -> torch.nn.Module:
-    from transformers import T5Config, T5EncoderModel
-
-    config = T5Config(
-        vocab_size=_VOCAB_SIZE,
-        d_model=width,
-        d_kv=8,
-        d_ff=37,
-        num_layers=1,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=32,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
-    return T5EncoderModel(config).eval()
-
-
-def _kl_vae(latent_channels: int, scaling_factor: float, shift_factor: float | None, quant_conv: bool) -> torch.nn.Module:
-    """An ``AutoencoderKL`` with four levels (``vae_scale_factor`` 8), 8 channels per level."""
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        latent_channels=latent_channels,
-        norm_num_groups=4,
-        sample_size=64,
-        scaling_factor=scaling_factor,
-        shift_factor=shift_factor,
-        use_quant_conv=quant_conv,
-        use_post_quant_conv=quant_conv,
-    ).eval()
-
 
 # -- SD3 ----------------------------------------------------------------------------------------
 
@@ -154,8 +101,8 @@ def tiny_sd3_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
             pos_embed_max_size=32,
         ).eval()
         vae = _kl_vae(16, 1.5305, 0.0609, quant_conv=False)
-        text_encoder = _clip_encoder(tokenizer, 16, 16)
-        text_encoder_2 = _clip_encoder(tokenizer_2, 16, 16)
+        text_encoder = _clip_encoder(tokenizer, 16, 16, layers=2)  # the pipelines read hidden_states[-2]
+        text_encoder_2 = _clip_encoder(tokenizer_2, 16, 16, layers=2)
         text_encoder_3 = _t5_encoder(32)
     return StableDiffusion3Pipeline(
         transformer=transformer,
@@ -183,33 +130,14 @@ def tiny_sdxl_pipeline(seed: int = 0, prediction_type: str = "epsilon") -> Stabl
     The scheduler is a ``DDIMScheduler`` with SDXL's betas and spacing; ``prediction_type`` is
     ``"epsilon"`` (SDXL base) or ``"v_prediction"``.
     """
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
 
-    if prediction_type not in ("epsilon", "v_prediction"):
-        raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
-    scheduler = DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        timestep_spacing="leading",
-        prediction_type=prediction_type,
-    )
+    scheduler = _sd_scheduler(prediction_type)
     tokenizer, tokenizer_2 = _tiny_clip_tokenizer(), _tiny_clip_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
-            sample_size=8,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            block_out_channels=(16, 32),
-            layers_per_block=1,
-            norm_num_groups=8,
+            **_UNET_LEVELS,
             attention_head_dim=(2, 4),
             use_linear_projection=True,
             addition_embed_type="text_time",
@@ -218,21 +146,9 @@ def tiny_sdxl_pipeline(seed: int = 0, prediction_type: str = "epsilon") -> Stabl
             projection_class_embeddings_input_dim=6 * 8 + 16,
             cross_attention_dim=32,
         ).eval()
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(8, 8, 8, 8),
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=4,
-            sample_size=64,
-            scaling_factor=0.13025,
-            force_upcast=True,
-        ).eval()
-        text_encoder = _clip_encoder(tokenizer, 16, None)
-        text_encoder_2 = _clip_encoder(tokenizer_2, 16, 16)
+        vae = _kl_vae(4, 0.13025, None, quant_conv=True, force_upcast=True)
+        text_encoder = _clip_encoder(tokenizer, 16, None, layers=2)
+        text_encoder_2 = _clip_encoder(tokenizer_2, 16, 16, layers=2)
     return StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -293,17 +209,7 @@ def _flux2_vae(latent_channels: int) -> torch.nn.Module:
     from diffusers import AutoencoderKLFlux2
 
     vae = AutoencoderKLFlux2(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        latent_channels=latent_channels,
-        norm_num_groups=4,
-        sample_size=64,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
+        **_VAE_LEVELS, latent_channels=latent_channels, use_quant_conv=False, use_post_quant_conv=False
     ).eval()
     # untrained running statistics are 0 / 1; random ones make the normalisation visible to tests
     vae.bn.running_mean.copy_(0.1 * torch.randn_like(vae.bn.running_mean))
