@@ -113,8 +113,8 @@ CONDITION_SETTINGS: dict[str, Setting] = {
 STEPS = Setting("steps", int, 28, "grid steps N of the model's sampling schedule", low=1, arg="n_steps")
 START = Setting("start", int, 4, "first grid index i0: the edit starts at t_{i0} (smaller = more noise)", low=0)
 INTEGRATOR = Setting(
-    "integrator", str, None, "euler, heun, or ddim (the exact DDIM/DDPM step; default for discrete schedules)",
-    choices=("euler", "euler_maruyama", "em", "heun", "milstein", "ddim", "ddpm", "ancestral"),
+    "integrator", str, None, "euler, heun, ddim (the exact DDIM/DDPM step; default for discrete schedules), or for ODEs rf-solver, fireflow",
+    choices=("euler", "euler_maruyama", "em", "heun", "milstein", "ddim", "ddpm", "ancestral", "rf-solver", "rf_solver", "fireflow"),
 )  # fmt: skip
 ETA = Setting("eta", float, 1.0, "noise scale of the reverse SDE: 0 probability-flow ODE, 1 the reverse SDE", low=0.0)
 
@@ -175,8 +175,14 @@ def register_method(
     return wrap
 
 
+_SCANNED = False
+
+
 def _load() -> None:
-    if len(_METHODS) < len(_BUILTIN):
+    # scan once, whatever is registered already: a method module nobody imports still joins
+    global _SCANNED
+    if not _SCANNED:
+        _SCANNED = True
         import importlib
         import pkgutil
 

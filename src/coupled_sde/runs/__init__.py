@@ -8,6 +8,7 @@
 * :mod:`coupled_sde.runs.launch` -- ``accelerate launch -m coupled_sde run --accelerate ...``: one shard per GPU.
 """
 
+from .pie_bench import decode_rle_mask, evaluate_pie_bench, parse_pie_bench
 from .results import (
     COLUMNS,
     METRIC_COLUMNS,
@@ -24,7 +25,7 @@ from .results import (
 )
 from .runner import Job, RunReport, build_metrics, plan, run_dataset
 from .settings import expand, load_settings, settings_key, settings_slug
-from .summary import Table, plot_frontier, summarize
+from .summary import Table, plot_frontier, summarize, summarize_pie_bench
 from .triplets import Triplet, load_triplets, parse_triplets
 
 __all__ = [
@@ -55,4 +56,8 @@ __all__ = [
     "settings_key",
     "settings_slug",
     "summarize",
+    "summarize_pie_bench",
+    "decode_rle_mask",
+    "evaluate_pie_bench",
+    "parse_pie_bench",
 ]

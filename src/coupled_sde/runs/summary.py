@@ -18,7 +18,7 @@ from typing import Any
 
 from .results import METRIC_COLUMNS, read_results, result_files, row_key
 
-__all__ = ["Table", "plot_frontier", "summarize"]
+__all__ = ["Table", "plot_frontier", "summarize", "summarize_pie_bench"]
 
 _MEANS = ("model_calls", "model_evaluations", "seconds", *METRIC_COLUMNS)
 
@@ -150,3 +150,40 @@ def plot_frontier(source: str | os.PathLike | Table, path: str | os.PathLike, x:
     p.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(p)
     return p
+
+
+def summarize_pie_bench(source: str | os.PathLike) -> Table:
+    """PIE-Bench's table: mean of every metric per (method, settings, edit type), plus an ``all`` row per (method, settings).
+
+    ``source`` is a ``pie_bench.csv`` (from :func:`coupled_sde.runs.pie_bench.evaluate_pie_bench`) or
+    the run folder holding it. NaN entries (empty masks, as the benchmark's script writes them) are
+    left out of the means, as PIE-Bench's tables do. Edit types are named as in
+    :data:`coupled_sde.runs.pie_bench.EDIT_TYPES`.
+    """
+    from .pie_bench import EDIT_TYPES, PIE_COLUMNS
+
+    p = Path(source)
+    path = p / "pie_bench.csv" if p.is_dir() else p
+    if not path.is_file():
+        raise FileNotFoundError(f"no PIE-Bench scores at {str(path)!r}: run evaluate_pie_bench first")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    metrics = [c for c in PIE_COLUMNS[5:] if any(r.get(c) not in ("", None) for r in rows)]
+    groups: dict[tuple[str, str, str], list[dict[str, str]]] = {}
+    for row in rows:
+        kind = row.get("edit_type") or ""
+        groups.setdefault((row["method"], row["settings"], kind), []).append(row)
+        groups.setdefault((row["method"], row["settings"], "all"), []).append(row)
+    table = Table(["method", "settings", "edit_type", "edits", *metrics])
+    order = {k: i for i, k in enumerate(EDIT_TYPES)}
+    for (method, settings, kind), members in sorted(groups.items(), key=lambda g: (g[0][0], g[0][1], order.get(g[0][2], 99))):
+        entry: dict[str, Any] = {
+            "method": method,
+            "settings": settings,
+            "edit_type": kind if kind == "all" else f"{kind} {EDIT_TYPES.get(kind, '')}".strip(),
+            "edits": len(members),
+        }
+        for column in metrics:
+            entry[column] = _mean([r.get(column, "") for r in members])
+        table.rows.append(entry)
+    return table

@@ -4,6 +4,9 @@ Two formats, detected per entry, so files can mix them:
 
 * ours: ``[{"image": "cat.png", "source_prompt": "...", "target_prompt": "...", "mask": "m.png", "id": "cat-dog"}]``
   (``mask`` and ``id`` optional);
+* PIE-Bench's ``mapping_file.json`` (a mapping from image id to ``image_path``, ``original_prompt``,
+  ``editing_prompt``, ``editing_type_id``, RLE ``mask``, ...): see :mod:`coupled_sde.runs.pie_bench`
+  (the whole file is in that format or not);
 * FlowEdit's (``edits.yaml`` / ``Data/flowedit.yaml`` of github.com/fallenshock/FlowEdit): one entry
   per image with ``input_img`` (or ``init_img``), ``source_prompt``, a list ``target_prompts`` and
   ``target_codes`` naming each edit; every target prompt becomes one triplet.
@@ -26,7 +29,7 @@ import json
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,12 @@ class Triplet:
     source_prompt: str
     target_prompt: str
     mask: Path | None = None
+    #: PIE-Bench's ``editing_type_id`` ("0".."9"), when the dataset has one.
+    edit_type: str | None = None
+    #: PIE-Bench's editing instruction, when the dataset has one.
+    instruction: str | None = None
+    #: PIE-Bench's run-length-encoded edit region, for evaluation only (the methods never see it).
+    eval_mask: tuple[int, ...] | None = None
 
 
 def read_structured(path: str | os.PathLike) -> Any:
@@ -189,7 +198,7 @@ def _unique(triplets: list[Triplet]) -> list[Triplet]:
         seen[t.id] = count
         if count > 1:
             clashes += 1
-            t = Triplet(f"{t.id}-{count}", t.image, t.source_prompt, t.target_prompt, t.mask)
+            t = replace(t, id=f"{t.id}-{count}")
         out.append(t)
     if clashes:
         warnings.warn(f"{clashes} triplet id(s) repeated in the dataset; suffixed with -2, -3, ... in file order", stacklevel=3)
@@ -197,13 +206,19 @@ def _unique(triplets: list[Triplet]) -> list[Triplet]:
 
 
 def load_triplets(path: str | os.PathLike, image_root: str | os.PathLike | None = None) -> list[Triplet]:
-    """Read a dataset file (JSON or YAML, our format or FlowEdit's) into :class:`Triplet` s.
+    """Read a dataset file (JSON or YAML: ours, FlowEdit's or PIE-Bench's mapping file) into :class:`Triplet` s.
 
     Image and mask paths are resolved relative to the file's folder (and ``image_root``); all
     missing files are reported together in one ``FileNotFoundError``.
     """
     p = Path(path).expanduser()
-    triplets = parse_triplets(read_structured(p), p.parent, image_root)
+    data = read_structured(p)
+    from .pie_bench import is_pie_bench, parse_pie_bench
+
+    if is_pie_bench(data):
+        triplets = parse_pie_bench(data, p.parent, image_root)
+    else:
+        triplets = parse_triplets(data, p.parent, image_root)
     if not triplets:
         raise ValueError(f"the dataset {str(p)!r} contains no triplets")
     return triplets

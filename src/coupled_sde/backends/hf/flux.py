@@ -176,6 +176,8 @@ class FluxBackbone(PipelineBackbone):
         "flowedit": {"steps": 28, "start": 4, "guidance": 5.5, "source_guidance": 1.5},
         "sdedit": {"steps": 28, "start": 4, "guidance": 1.0},
         "ode-inversion": {"steps": 28, "start": 4, "guidance": 1.0},
+        # RF-Inversion as diffusers' community pipeline runs it: the whole schedule, guidance 0 (source) / 3.5
+        "rf-inversion": {"steps": 28, "start": 0, "guidance": 3.5, "source_guidance": 0.0},
     }
     prediction: Prediction = "flow"
 
