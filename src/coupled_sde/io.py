@@ -19,6 +19,7 @@ Only torch and Pillow are needed.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -53,8 +54,21 @@ def _open(path: str | os.PathLike, what: str) -> Image.Image:
         with Image.open(p) as im:
             im.load()
             return ImageOps.exif_transpose(im)
+    except Image.DecompressionBombError as e:
+        raise ValueError(_too_large(p, what, e)) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"cannot read {what} {str(p)!r}: not a readable image ({e})") from None
+
+
+def _too_large(p: Path, what: str, error: Exception) -> str:
+    """The one-line message for an image over Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``)."""
+    size = re.search(r"\((\d+) pixels\)", str(error))
+    pixels = f"{int(size[1]) / 1e6:.0f} Mpixels, " if size else ""
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    return (
+        f"{what} {str(p)!r} is too large to open safely ({pixels}over Pillow's limit of {limit / 1e6:.0f} Mpixels "
+        "against decompression bombs); downscale it first"
+    )
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -66,6 +80,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         with Image.open(p) as im:
             w, h = im.size
             orientation = im.getexif().get(0x0112, 1)
+    except Image.DecompressionBombError as e:
+        raise ValueError(_too_large(p, "image", e)) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"cannot read image {str(p)!r}: not a readable image ({e})") from None
     return (w, h) if orientation in (5, 6, 7, 8) else (h, w)

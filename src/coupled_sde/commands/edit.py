@@ -83,8 +83,13 @@ def run(args: argparse.Namespace) -> int:
     from coupled_sde._optional import require
     from coupled_sde.io import check_output, image_size
 
+    from ._runtime import check_device, check_finite, check_hub_model, check_settings_for, configure_threads
+
     t_start = time.perf_counter()
     out = check_output(args.out, args.force)  # before anything slow: no work lost to an existing file
+    check_device(args.device)
+    check_finite(settings_from_args(args), args.method)
+    configure_threads(args.threads)
     height, width = image_size(args.image)  # missing / unreadable image: fail now
     if args.mask is not None:
         mask_hw = image_size(args.mask)
@@ -93,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     require("diffusers", "diffusers")
     require("transformers", "diffusers")
 
+    from coupled_sde.backends.registry import backbone_class
     from coupled_sde.editing import api
     from coupled_sde.editing.registry import get_method
 
@@ -100,8 +106,14 @@ def run(args: argparse.Namespace) -> int:
     api.validate_settings(args.method, settings)  # unknown method, bad names, types or ranges: fail now
     if args.mask is not None and not get_method(args.method).masks:
         raise ValueError(f"{args.method} does not support masks")
+    check_hub_model(str(args.model))  # offline and not cached: one line now, not 28 s of retries
     family = api.model_family(args.model)  # missing folder / unsupported pipeline: fail now
-    image, mask = api.load_inputs(args.image, args.mask, api.size_multiple(args.model, family), args.resize)
+    check_settings_for(backbone_class(family), args.method, settings)  # against the model's defaults, before the load
+    multiple = api.size_multiple(args.model, family)
+    image, mask = api.load_inputs(args.image, args.mask, multiple, args.resize)
+    resized = tuple(image.shape[-2:]) != (height, width)
+    if resized:
+        _say(f"--resize: {height}x{width} becomes {image.shape[-2]}x{image.shape[-1]} (HxW, multiples of {multiple})", args.quiet)
 
     import torch
 
@@ -113,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, family=family, device=args.device, dtype=args.dtype, offload=args.offload, quiet=args.quiet
     )
     load_seconds = time.perf_counter() - t_load
+    configure_threads(getattr(args, "threads", None), backbone, api.execution_device(backbone))
     image = image.to(api.execution_device(backbone))
     resolved = api.resolve_settings(backbone, args.method, settings)  # unknown / conflicting settings: before editing
     _say(f"{args.method}: " + ", ".join(f"{k}={v}" for k, v in resolved.items()), args.quiet)
@@ -130,8 +143,9 @@ def run(args: argparse.Namespace) -> int:
         )
     save_image(result.images, out, force=args.force)
     total = time.perf_counter() - t_start
+    size = f", resized from {height}x{width} to {image.shape[-2]}x{image.shape[-1]}" if resized else ""
     print(
-        f"saved {out} ({args.method}, seed {args.seed}): {result.model_calls} model calls "
+        f"saved {out} ({args.method}, seed {args.seed}{size}): {result.model_calls} model calls "
         f"({result.model_evaluations} evaluations), edit {result.seconds:.2f} s, "
         f"model load {load_seconds:.1f} s, total {total:.1f} s"
     )

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -117,10 +118,13 @@ def edit_tensor(
     resolved = resolve_settings(backbone, method, settings)
     source, target, kwargs = split_settings(method, resolved, source_prompt, target_prompt)
     height, width = int(image.shape[-2]), int(image.shape[-1])
-    _, h, w = backbone.latent_shape(height, width)  # ValueError naming the nearest valid size
+    if callable(getattr(backbone, "latent_shape", None)):
+        _, h, w = backbone.latent_shape(height, width)  # ValueError naming the nearest valid size
+    else:  # backbones whose images are their latents (the shipped digits and scene models)
+        h, w = height, width
     if mask is not None:
         kwargs["mask"] = load_mask(mask, (h, w), source_size=(height, width), threshold=None)
-    result = edit_images(backbone, image, method, source, target, seed=int(seed), progress=progress, **kwargs)
+    result = edit_images(backbone, image, method, source, target, seed=_one_seed(seed, image), progress=progress, **kwargs)
     result.settings = {**resolved, **{k: v for k, v in result.settings.items() if k not in resolved}}
     return result
 
@@ -181,7 +185,13 @@ def edit_image(
     from ..io import to_pil
 
     validate_settings(method, settings)  # before a model load
+    if device is not None:
+        from ..commands._runtime import check_device
+
+        check_device(str(device), option="device=")  # before a model load
     backbone = as_backbone(model, device=device, dtype=dtype)
+    if device is not None and not isinstance(model, (str, os.PathLike)):
+        backbone = _moved(backbone, device)  # a pipeline or backbone passed in goes where it is asked to
     x, m = load_inputs(image, mask, backbone_multiple(backbone), resize)
     result = edit_tensor(
         backbone, x.to(execution_device(backbone)), source_prompt, target_prompt, method, seed=seed, mask=m,
@@ -191,6 +201,34 @@ def edit_image(
     pil.info["coupled_sde"] = {"method": method, "settings": result.settings, "seed": seed, "model_calls": result.model_calls,
                                "model_evaluations": result.model_evaluations, "seconds": result.seconds}  # fmt: skip
     return pil
+
+
+def _one_seed(seed: Any, image: torch.Tensor) -> Any:
+    """The seed of a one-image edit: an integer (numpy and 0-d tensor integers too), or a one-element list."""
+    if isinstance(seed, torch.Tensor) and seed.dim() == 0:
+        seed = seed.item()
+    if isinstance(seed, (list, tuple)) or (isinstance(seed, torch.Tensor) and seed.dim() == 1):
+        seeds = [int(s) for s in seed]
+        if len(seeds) != image.shape[0]:
+            raise ValueError(
+                f"{len(seeds)} seeds for {image.shape[0]} image(s): give one seed per image (here: seed={seeds[0]} or [{seeds[0]}])"
+            )
+        return seeds
+    try:
+        return int(seed)
+    except (TypeError, ValueError):
+        raise ValueError(f"seed must be an integer (or one per image), got {seed!r}") from None
+
+
+def _moved(backbone: Any, device: Any) -> Any:
+    """``backbone`` with its pipeline or network moved to ``device`` (in place)."""
+    pipe = getattr(backbone, "pipe", None)
+    if pipe is not None:
+        pipe.to(device)
+    elif isinstance(getattr(backbone, "network", None), torch.nn.Module):
+        backbone.network.to(device)
+        backbone.device = next(backbone.network.parameters()).device
+    return backbone
 
 
 def __getattr__(name: str) -> Any:

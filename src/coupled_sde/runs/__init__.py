@@ -9,7 +9,20 @@
 """
 
 from .pie_bench import decode_rle_mask, evaluate_pie_bench, parse_pie_bench
-from .results import COLUMNS, METRIC_COLUMNS, ResultsWriter, done_keys, merge_results, read_results, result_files, results_path
+from .results import (
+    COLUMNS,
+    METRIC_COLUMNS,
+    FolderLock,
+    ResultsWriter,
+    RunLockedError,
+    clean_stale_tmp,
+    compact_results,
+    done_keys,
+    merge_results,
+    read_results,
+    result_files,
+    results_path,
+)
 from .runner import Job, RunReport, build_metrics, plan, run_dataset
 from .settings import expand, load_settings, settings_key, settings_slug
 from .summary import Table, plot_frontier, summarize, summarize_pie_bench
@@ -18,12 +31,16 @@ from .triplets import Triplet, load_triplets, parse_triplets
 __all__ = [
     "COLUMNS",
     "METRIC_COLUMNS",
+    "FolderLock",
     "Job",
     "ResultsWriter",
+    "RunLockedError",
     "RunReport",
     "Table",
     "Triplet",
     "build_metrics",
+    "clean_stale_tmp",
+    "compact_results",
     "done_keys",
     "expand",
     "load_settings",

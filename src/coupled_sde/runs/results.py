@@ -6,6 +6,11 @@ left by a crash is cut off before appending, so the CSV always lists exactly the
 Restarting reads every result file in the output folder and skips the edits already done, keyed
 by (triplet id, method, settings, seed) -- see :func:`row_key`.
 
+A result file has one writer at a time: :class:`FolderLock` (an ``fcntl`` lock on a file next to
+it) makes a second run on the same folder and shard fail at once instead of redoing every edit. The
+writer that holds the lock :func:`compact_results` (a retried edit replaces its failed row) and
+:func:`clean_stale_tmp` (temporary files left by a killed process).
+
 Sharded runs write ``results.shard{i}.csv``; :func:`merge_results` concatenates them (and an
 existing ``results.csv``) into ``results.csv``, keeping one row per key.
 """
@@ -21,8 +26,12 @@ from typing import Any
 
 __all__ = [
     "COLUMNS",
+    "RunLockedError",
     "METRIC_COLUMNS",
+    "FolderLock",
     "ResultsWriter",
+    "clean_stale_tmp",
+    "compact_results",
     "done_keys",
     "merge_results",
     "read_results",
@@ -163,6 +172,142 @@ class ResultsWriter:
         self.close()
 
 
+class RunLockedError(RuntimeError):
+    """Another process is writing the same result file."""
+
+
+class FolderLock:
+    """An exclusive, non-blocking ``fcntl.flock`` on ``<results file>.lock``, held while a run writes it.
+
+    The kernel drops the lock when its process ends, however it ends (SIGKILL included), so a killed
+    run never leaves a stale lock behind. The lock file holds the owner's pid, for the message. On
+    platforms without ``fcntl`` (Windows) the lock is a no-op.
+    """
+
+    def __init__(self, results: str | os.PathLike) -> None:
+        p = Path(results)
+        self.path = p.with_name(f".{p.name}.lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> FolderLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            who = f" (pid {owner})" if owner.isdigit() else ""
+            raise RunLockedError(
+                f"another run{who} is writing {str(self.path.parent)!r} ({self.path.name[1:-5]}); wait for it to finish, "
+                "or give this one another --out or --shard-index"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+_TMP = re.compile(r"^\..+\.(\d+)\.tmp$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_tmp(out_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files (``.<name>.<pid>.tmp``, from atomic writes) of processes that no longer run.
+
+    A process killed between writing such a file and renaming it leaves it behind; the file is
+    never a result (rows and images appear only through the rename). Files of live processes (a
+    concurrent shard) are kept. Returns the deleted paths.
+    """
+    removed = []
+    for p in Path(out_dir).rglob(".*.tmp"):
+        m = _TMP.match(p.name)
+        if m and p.is_file() and not _alive(int(m[1])):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _write_atomic(target: Path, rows: Iterable[dict[str, Any]]) -> None:
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: row.get(c, "") for c in COLUMNS})
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    try:  # make the rename itself durable
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory descriptors
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def compact_results(path: str | os.PathLike, retry: Iterable[tuple[str, str, str, str]] = ()) -> int:
+    """Rewrite a result file with one row per edit, atomically; returns the number of rows dropped.
+
+    A successful row wins (the first one); otherwise the last failed attempt is kept -- unless the
+    key is in ``retry`` (about to be run again), whose failed rows are dropped so that the retry's row
+    replaces them. Rows cut short by a crash are dropped too. Call it only while holding the
+    :class:`FolderLock` of ``path``.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return 0
+    with open(p, newline="", encoding="utf-8") as f:
+        total = max(sum(1 for _ in csv.reader(f)) - 1, 0)
+    if total == 0:
+        return 0
+    retry = set(retry)
+    kept: dict[tuple[str, str, str, str], dict[str, str]] = {}
+    for row in read_results(p):
+        key = row_key(row)
+        if row.get("error"):
+            if key in retry:
+                continue
+            if key not in kept or kept[key].get("error"):
+                kept.pop(key, None)  # keep the latest failure, at its place in time
+                kept[key] = row
+        elif key not in kept or kept[key].get("error"):
+            kept.pop(key, None)
+            kept[key] = row
+    dropped = total - len(kept)
+    if dropped:
+        _write_atomic(p, kept.values())
+    return dropped
+
+
 def merge_results(out_dir: str | os.PathLike, remove_shards: bool = False) -> Path:
     """Concatenate ``results.csv`` and ``results.shard*.csv`` of ``out_dir`` into ``results.csv``.
 
@@ -179,13 +324,7 @@ def merge_results(out_dir: str | os.PathLike, remove_shards: bool = False) -> Pa
         if key not in merged or (merged[key].get("error") and not row.get("error")):
             merged[key] = row
     target = d / "results.csv"
-    tmp = d / f".results.csv.{os.getpid()}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in merged.values():
-            writer.writerow({c: row.get(c, "") for c in COLUMNS})
-    os.replace(tmp, target)
+    _write_atomic(target, merged.values())
     if remove_shards:
         for p in files:
             if p != target:

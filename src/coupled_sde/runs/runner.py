@@ -9,7 +9,11 @@
    CSV row -- cost, paths, resolved settings and, with metrics on, CLIP / LPIPS / DINO / L1 between
    the source and the saved edit.
 
-An edit that raises is recorded with its error (and retried by the next run); the others go on.
+An edit that raises -- or whose image or mask fails to decode -- is recorded with its error and
+retried by the next run, whose row then replaces the failed one; the others go on. One process at
+a time writes a result file (:class:`~coupled_sde.runs.results.FolderLock`: a second run on the
+same folder and shard stops at once with a one-line error instead of redoing the work), and the
+temporary files of killed processes are removed when the next run starts.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .results import ResultsWriter, done_keys, results_path
+from .results import FolderLock, ResultsWriter, clean_stale_tmp, compact_results, done_keys, results_path
 from .settings import load_settings, settings_key, settings_slug
 from .triplets import Triplet
 
@@ -141,6 +145,15 @@ def _check_sizes(jobs: Sequence[Job], multiple: int, resize: bool) -> None:
         raise ValueError(f"{len(bad)} image(s) can't be edited: " + "; ".join(bad[:5]) + more + ". Pass --resize to resize them")
 
 
+def _validate(per_method: dict[str, list[dict[str, Any]]]) -> None:
+    """Every setting's value, checked without a model (types, ranges, finite numbers)."""
+    from coupled_sde.commands._runtime import check_finite
+
+    for method, settings in per_method.items():
+        for s in settings:
+            check_finite(s, method)
+
+
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -183,27 +196,77 @@ def run_dataset(
         progress: a progress bar over the edits.
         log: where messages go (``None``: silent).
     """
-    from coupled_sde.editing import api
+    from coupled_sde.commands._runtime import check_device
 
     t0 = time.perf_counter()
     say = log or (lambda message: None)
     out = Path(out_dir).expanduser()
     methods = list(methods)
     per_method = load_settings(settings, methods)
+    _validate(per_method)  # bad values fail now, not edit by edit after the model load
+    check_device(None if device is None else str(device))
     jobs = plan(list(triplets), methods, per_method, list(seeds), shards, shard_index)
+    runtime = dict(
+        metrics=metrics,
+        lpips_weights=lpips_weights,
+        shards=shards,
+        shard_index=shard_index,
+        resize=resize,
+        device=device,
+        dtype=dtype,
+        offload=offload,
+        progress=progress,
+        say=say,
+    )
     out.mkdir(parents=True, exist_ok=True)
     model_name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
-    _check_run_folder(out, model_name)
     csv_path = results_path(out, shards, shard_index)
-    done = done_keys(out)
-    pending = [j for j in jobs if j.key not in done]
-    report = RunReport(csv_path, len(jobs), len(jobs) - len(pending), 0, 0, 0.0)
-    if not pending:
-        report.seconds = time.perf_counter() - t0
-        return report
+    with FolderLock(csv_path):  # one writer per result file: a second run fails now, not after redoing the work
+        _check_run_folder(out, model_name)
+        clean_stale_tmp(out)
+        done = done_keys(out)
+        pending = [j for j in jobs if j.key not in done]
+        compact_results(csv_path, retry={j.key for j in pending})  # a retry replaces its failed row
+        report = RunReport(csv_path, len(jobs), len(jobs) - len(pending), 0, 0, 0.0)
+        if pending:
+            _run_pending(pending, model, model_name, out, csv_path, methods, per_method, report, **runtime)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _run_pending(
+    pending: list[Job],
+    model: Any,
+    model_name: str | None,
+    out: Path,
+    csv_path: Path,
+    methods: list[str],
+    per_method: dict[str, list[dict[str, Any]]],
+    report: RunReport,
+    *,
+    metrics: Any,
+    lpips_weights: Sequence[str] | None,
+    shards: int,
+    shard_index: int,
+    resize: bool,
+    device: Any,
+    dtype: Any,
+    offload: bool,
+    progress: bool,
+    say: Callable[[str], None],
+) -> None:
+    """Load the model (only now: a finished run costs nothing), then make and record each pending edit."""
+    from coupled_sde.editing import api
 
     if model_name is not None:
+        from coupled_sde.backends.registry import backbone_class
+        from coupled_sde.commands._runtime import check_hub_model, check_settings_for
+
+        check_hub_model(model_name)
         family = api.model_family(model_name)
+        for method in methods:  # against the model's declared defaults: bad values fail before the load
+            for s in per_method[method]:
+                check_settings_for(backbone_class(family), method, s)
         _check_sizes(pending, api.size_multiple(model_name, family), resize)
         say(f"loading {model_name} ({family}) ...")
         backbone = api.load_backbone(model_name, family=family, device=device, dtype=dtype, offload=offload, quiet=not progress)
@@ -221,12 +284,18 @@ def run_dataset(
 
     with ResultsWriter(csv_path) as writer:
         bar = _progress(len(pending), f"shard {shard_index}/{shards}" if shards > 1 else "edits", progress)
-        source: tuple[str, Any, Any] | None = None
+        source: tuple[str, Any, Any, str | None] | None = None
         try:
             for job in pending:
                 if source is None or source[0] != job.triplet.id:
-                    source = (job.triplet.id, *_load(job.triplet, backbone, resize))
-                row = _edit(job, source[1], source[2], backbone, scorer, out)
+                    try:
+                        source = (job.triplet.id, *_load(job.triplet, backbone, resize), None)
+                    except Exception as e:  # passed the header check but does not decode: this triplet's rows fail
+                        source = (job.triplet.id, None, None, _error(e))
+                if source[3] is not None:
+                    row = {**_row(job), "error": source[3]}
+                else:
+                    row = _edit(job, source[1], source[2], backbone, scorer, out)
                 writer.write(row)
                 if row["error"]:
                     report.failed += 1
@@ -238,8 +307,6 @@ def run_dataset(
                 bar.update(1)
         finally:
             bar.close()
-    report.seconds = time.perf_counter() - t0
-    return report
 
 
 class _NoBar:
@@ -274,19 +341,7 @@ def _edit(job: Job, image: Any, mask: Any, backbone: Any, scorer: Any, out: Path
     from coupled_sde.io import load_image, save_image, to_pil
 
     t = job.triplet
-    row: dict[str, Any] = {
-        "triplet_id": t.id,
-        "method": job.method,
-        "settings": settings_key(job.settings),
-        "seed": job.seed,
-        "source_image": str(t.image),
-        "source_prompt": t.source_prompt,
-        "target_prompt": t.target_prompt,
-        "mask": "" if t.mask is None else str(t.mask),
-        "height": int(image.shape[-2]),
-        "width": int(image.shape[-1]),
-        "error": "",
-    }
+    row = {**_row(job), "height": int(image.shape[-2]), "width": int(image.shape[-1])}
     try:
         with torch.inference_mode():
             result = api.edit_tensor(
@@ -307,5 +362,25 @@ def _edit(job: Job, image: Any, mask: Any, backbone: Any, scorer: Any, out: Path
                     if name in ("clip", "lpips", "dino", "l1"):
                         row[name] = repr(float(torch.as_tensor(value).reshape(-1)[0]))
     except Exception as e:  # one failed edit must not stop a dataset run; it is recorded and retried next time
-        row["error"] = f"{type(e).__name__}: {e}".replace("\n", " ")
+        row["error"] = _error(e)
     return row
+
+
+def _row(job: Job) -> dict[str, Any]:
+    """The columns of a job's row that do not depend on its outcome."""
+    t = job.triplet
+    return {
+        "triplet_id": t.id,
+        "method": job.method,
+        "settings": settings_key(job.settings),
+        "seed": job.seed,
+        "source_image": str(t.image),
+        "source_prompt": t.source_prompt,
+        "target_prompt": t.target_prompt,
+        "mask": "" if t.mask is None else str(t.mask),
+        "error": "",
+    }
+
+
+def _error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}".replace("\n", " ")
