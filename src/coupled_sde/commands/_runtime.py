@@ -200,10 +200,11 @@ def check_settings_for(backbone_class: Any, method: str, settings: Mapping[str, 
     start at noise level 1 of a rectified-flow model (``start = 0``: the reverse SDE divides by
     ``1 - sigma``), which the loaded model would only report after the load. Returns the resolved settings.
     """
-    from coupled_sde.editing.registry import resolve_settings
+    from coupled_sde.editing.registry import get_method, resolve_settings
 
     resolved = resolve_settings(backbone_class, method, settings)
-    if getattr(backbone_class, "prediction", None) == "flow" and resolved.get("start") == 0:
+    at_noise = getattr(backbone_class, "prediction", None) == "flow" and resolved.get("start") == 0
+    if at_noise and not get_method(method).starts_at_noise:
         raise ValueError(
             f"{method}: start=0 begins at sigma=1, where the rectified-flow SDE divides by (1 - sigma) = 0; use start >= 1"
         )

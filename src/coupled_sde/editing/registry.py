@@ -130,6 +130,9 @@ class Method:
     masks: bool
     stochastic: bool
     summary: str
+    #: Whether it may begin at the pure-noise end of a rectified-flow schedule (sigma = 1, start 0):
+    #: controlled ODEs can (RF-Inversion); the reverse SDE divides by 1 - sigma there.
+    starts_at_noise: bool = False
 
     @property
     def accepts(self) -> frozenset[str]:
@@ -150,11 +153,13 @@ def register_method(
     conditions: tuple[str, ...] = tuple(CONDITION_SETTINGS),
     masks: bool = True,
     stochastic: bool = True,
+    starts_at_noise: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register an editing function under ``name`` with its settings.
 
     ``conditions`` are the condition settings it uses (SDEdit has no source member: no
-    ``source_guidance``); ``masks`` whether it takes ``mask=``; ``stochastic`` whether ``noise=`` matters.
+    ``source_guidance``); ``masks`` whether it takes ``mask=``; ``stochastic`` whether ``noise=`` matters; ``starts_at_noise``
+    whether ``start = 0`` (sigma = 1 on a rectified-flow schedule) is valid for it.
     """
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -168,7 +173,9 @@ def register_method(
             return fn(*args, **kwargs)
 
         summary = (fn.__doc__ or "").strip().split("\n")[0]
-        _METHODS[name] = Method(name, method, {s.name: s for s in settings}, tuple(conditions), masks, stochastic, summary)
+        _METHODS[name] = Method(
+            name, method, {s.name: s for s in settings}, tuple(conditions), masks, stochastic, summary, starts_at_noise
+        )
         method.method = fn.method = name  # type: ignore[attr-defined]
         return method
 

@@ -114,6 +114,7 @@ def _noise_sample(noise: Noise, x: Tensor) -> Tensor:
     Setting("inversion", str, "schedule", "schedule (the reversed sampling grid) or community (diffusers' community pipeline)",
             choices=("schedule", "community")),
     masks=False,
+    starts_at_noise=True,
 )  # fmt: skip
 def rf_inversion(
     backbone: Any,
