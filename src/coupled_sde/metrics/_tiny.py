@@ -16,7 +16,7 @@ from coupled_sde._optional import require
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["CLIP_CONTEXT_LENGTH", "clip_image_processor_class", "tiny_clip_tokenizer"]
+__all__ = ["CLIP_CONTEXT_LENGTH", "clip_image_processor_class", "tiny_clip_tokenizer", "tiny_vit"]
 
 #: CLIP's text context length (tokens, including the start and end tokens).
 CLIP_CONTEXT_LENGTH = 77
@@ -42,3 +42,16 @@ def clip_image_processor_class() -> Any:
     import transformers
 
     return getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+
+
+def tiny_vit(seed: int = 0) -> Any:
+    """A tiny random-weight ``ViTModel`` without pooler (224 input, patch 16, width 32, two layers):
+    the offline stand-in for DINO ViT-S/16 and ViT-B/8 (``DinoDistance.tiny``, ``StructureDistance.tiny``)."""
+    require("transformers", "metrics")
+    import torch
+    from transformers import ViTConfig, ViTModel
+
+    config = ViTConfig(image_size=224, patch_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ViTModel(config, add_pooling_layer=False)

@@ -90,16 +90,9 @@ class DinoDistance:
     @classmethod
     def tiny(cls, seed: int = 0) -> DinoDistance:
         """A tiny random-weight ViT (224 input, patch 16, width 32, two layers), offline."""
-        require("transformers", "metrics")
-        from transformers import ViTConfig, ViTModel
+        from coupled_sde.metrics._tiny import tiny_vit
 
-        config = ViTConfig(
-            image_size=224, patch_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-        )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = ViTModel(config, add_pooling_layer=False)
-        return cls(model)
+        return cls(tiny_vit(seed))
 
     @property
     def device(self) -> torch.device:
