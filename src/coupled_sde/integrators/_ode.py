@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
-from ..sde import SDE
-from .base import Integrator
+from ..sde import SDE, Calculus
+from .base import Integrator, IntegratorInfo
 
-__all__ = ["ODEIntegrator"]
+__all__ = ["ODEIntegrator", "ode_info"]
+
+
+def ode_info(name: str, drift_evals_per_step: int, ode_order: int) -> IntegratorInfo:
+    """What an ODE-only integrator declares: no SDE orders (0 = not applicable), no noise types."""
+    return IntegratorInfo(
+        name=name,
+        strong_order=0.0,
+        strong_order_additive=0.0,
+        weak_order=0.0,
+        calculus=Calculus.ITO,
+        noise_types=frozenset(),
+        drift_evals_per_step=drift_evals_per_step,
+        ode_order=ode_order,
+    )
 
 
 class ODEIntegrator(Integrator):

@@ -22,25 +22,15 @@ import math
 import torch
 
 from ..drivers import StepNoise
-from ..sde import SDE, Calculus
-from ._ode import ODEIntegrator
-from .base import IntegratorInfo
+from ..sde import SDE
+from ._ode import ODEIntegrator, ode_info
 
 __all__ = ["FireFlow"]
 
 
 class FireFlow(ODEIntegrator):
-    # ODE-only: no SDE orders (0 = not applicable); the ODE order, 2, is measured in tests/test_rf_integrators.py
-    info = IntegratorInfo(
-        name="FireFlow",
-        strong_order=0.0,
-        strong_order_additive=0.0,
-        weak_order=0.0,
-        calculus=Calculus.ITO,
-        noise_types=frozenset(),
-        drift_evals_per_step=1,
-        ode_order=2,
-    )
+    # the ODE order, 2, is measured in tests/test_rf_integrators.py
+    info = ode_info("FireFlow", drift_evals_per_step=1, ode_order=2)
 
     def __init__(self) -> None:
         self.reset()

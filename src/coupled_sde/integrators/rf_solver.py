@@ -16,25 +16,15 @@ from __future__ import annotations
 import torch
 
 from ..drivers import StepNoise
-from ..sde import SDE, Calculus
-from ._ode import ODEIntegrator
-from .base import IntegratorInfo
+from ..sde import SDE
+from ._ode import ODEIntegrator, ode_info
 
 __all__ = ["RFSolver"]
 
 
 class RFSolver(ODEIntegrator):
-    # ODE-only: no SDE orders (0 = not applicable); the ODE order, 2, is measured in tests/test_rf_integrators.py
-    info = IntegratorInfo(
-        name="RFSolver",
-        strong_order=0.0,
-        strong_order_additive=0.0,
-        weak_order=0.0,
-        calculus=Calculus.ITO,
-        noise_types=frozenset(),
-        drift_evals_per_step=2,
-        ode_order=2,
-    )
+    # the ODE order, 2, is measured in tests/test_rf_integrators.py
+    info = ode_info("RFSolver", drift_evals_per_step=2, ode_order=2)
 
     def step(self, system: SDE, t: float, dt: float, y: torch.Tensor, noise: StepNoise) -> torch.Tensor:
         half = 0.5 * dt

@@ -27,7 +27,7 @@ import numpy as np
 
 from coupled_sde.metrics.pie_bench import PIE_METRICS
 
-from .triplets import Triplet
+from .triplet import Triplet
 
 __all__ = ["EDIT_TYPES", "PIE_COLUMNS", "decode_rle_mask", "evaluate_pie_bench", "is_pie_bench", "parse_pie_bench"]
 

@@ -29,9 +29,11 @@ import json
 import os
 import re
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from .triplet import Triplet
 
 __all__ = ["Triplet", "load_triplets", "parse_triplets", "read_structured"]
 
@@ -39,23 +41,6 @@ _IMAGE_KEYS = ("image", "input_img", "init_img", "source_image", "image_path", "
 _SOURCE_KEYS = ("source_prompt", "source", "src_prompt")
 _TARGET_KEYS = ("target_prompt", "target_prompts", "target", "tgt_prompt")
 _WRAPPERS = ("triplets", "edits", "data", "items")
-
-
-@dataclass(frozen=True)
-class Triplet:
-    """One edit of a dataset: ``image`` edited from ``source_prompt`` to ``target_prompt``."""
-
-    id: str
-    image: Path
-    source_prompt: str
-    target_prompt: str
-    mask: Path | None = None
-    #: PIE-Bench's ``editing_type_id`` ("0".."9"), when the dataset has one.
-    edit_type: str | None = None
-    #: PIE-Bench's editing instruction, when the dataset has one.
-    instruction: str | None = None
-    #: PIE-Bench's run-length-encoded edit region, for evaluation only (the methods never see it).
-    eval_mask: tuple[int, ...] | None = None
 
 
 def read_structured(path: str | os.PathLike) -> Any:
