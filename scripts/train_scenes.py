@@ -35,7 +35,6 @@ import argparse
 import json
 import math
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -45,15 +44,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_REPO = Path(__file__).resolve().parents[1]
-_SRC = _REPO / "src"
-if str(_SRC) not in sys.path:
-    sys.path.insert(0, str(_SRC))
+from coupled_sde import TimeGrid, solve
+from coupled_sde.backends import scenes as scenes_package
+from coupled_sde.backends.base import Condition
+from coupled_sde.backends.scenes import data as scene_data
+from coupled_sde.backends.scenes.backbone import SceneBackbone
+from coupled_sde.backends.scenes.network import ATTRIBUTES, N_VALUES, NULL_LABELS, SceneClassifier, SceneFlowNet
+from coupled_sde.editing.members import Members
 
-from coupled_sde.backends.scenes import data as scene_data  # noqa: E402
-from coupled_sde.backends.scenes.network import ATTRIBUTES, N_VALUES, NULL_LABELS, SceneClassifier, SceneFlowNet  # noqa: E402
-
-DEFAULT_OUT = _SRC / "coupled_sde" / "backends" / "scenes" / "weights"
+DEFAULT_OUT = Path(scenes_package.__file__).resolve().parent / "weights"
 CLASSIFIER_SEED, FLOW_SEED, EVAL_SEED = 11, 12, 13
 
 
@@ -184,16 +183,13 @@ def train_flow(args: argparse.Namespace, steps: int, seed: int) -> tuple[SceneFl
 
 @torch.no_grad()
 def euler_sample(net: SceneFlowNet, labels: Tensor, w: float, steps: int, gen: torch.Generator) -> Tensor:
-    """Guided probability-flow ODE, Euler on a uniform grid sigma 1 -> 0, clamped to [-1, 1]."""
-    n = labels.shape[0]
-    x = torch.randn((n, 3, scene_data.SIZE, scene_data.SIZE), generator=gen)
-    sigmas = torch.linspace(1.0, 0.0, steps + 1)
-    null = torch.tensor(NULL_LABELS).expand(n, 3)
-    for i in range(steps):
-        s = sigmas[i].expand(2 * n)
-        u_c, u_n = net(torch.cat([x, x]), s, torch.cat([labels, null])).chunk(2)
-        x = x + (sigmas[i + 1] - sigmas[i]) * (u_n + w * (u_c - u_n))
-    return x.clamp(-1, 1)
+    """Guided probability-flow ODE ``dx/dsigma = u_null + w (u_c - u_null)``, Euler on a uniform grid
+    sigma 1 -> 0, solved by :func:`coupled_sde.solve` on the scene backbone's members (``eta = 0``),
+    clamped to [-1, 1]."""
+    backbone = SceneBackbone(net, default_guidance=w)
+    members = Members(backbone, backbone.encode_conditions([Condition([tuple(r) for r in labels.tolist()], w)]), 1, eta=0.0)
+    x = torch.randn((labels.shape[0], 3, scene_data.SIZE, scene_data.SIZE), generator=gen)
+    return solve(members, x.unsqueeze(0), TimeGrid.uniform(1.0, 0.0, steps), "euler").y[0].clamp(-1.0, 1.0)
 
 
 def all_combos(per_combo: int) -> Tensor:
