@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from run_datasets import save_image, write_dataset
 
 from coupled_sde.editing import api as image_api
 from coupled_sde.io import image_size
@@ -34,23 +34,6 @@ FAST = {"steps": 2, "start": 1}  # one model call per edit
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
-def _save_image(path: Path, seed: int, size: int = 32) -> None:
-    g = torch.Generator().manual_seed(seed)
-    data = torch.randint(0, 256, (size, size, 3), generator=g, dtype=torch.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(data.numpy()).save(path)
-
-
-def _dataset(folder: Path, n: int = 3) -> Path:
-    entries = []
-    for i in range(n):
-        _save_image(folder / f"img{i}.png", i)
-        entries.append({"image": f"img{i}.png", "source_prompt": "a photo of a cat", "target_prompt": f"a photo of a dog {i}"})
-    path = folder / "triplets.json"
-    path.write_text(json.dumps(entries))
-    return path
-
-
 def _undecodable_image(path: Path, size: int = 32) -> None:
     """A JPEG cut inside its scan: its header reads (the size check before the model load passes), its pixels do not decode."""
     import io
@@ -67,7 +50,7 @@ def _keys(rows):
 
 
 def test_an_image_that_fails_to_decode_is_an_error_row_and_the_run_goes_on(flux, tmp_path):
-    data = _dataset(tmp_path / "data", n=3)
+    data = write_dataset(tmp_path / "data", n=3)
     broken = tmp_path / "data" / "img1.png"
     _undecodable_image(broken)
     assert image_size(broken) == (32, 32)
@@ -80,7 +63,7 @@ def test_an_image_that_fails_to_decode_is_an_error_row_and_the_run_goes_on(flux,
     assert "img1.png" in failed[0]["error"] and failed[0]["output"] == ""
     assert all((tmp_path / "run" / r["output"]).is_file() for r in rows if not r["error"])
 
-    _save_image(broken, 1)  # repaired: the rerun redoes only the two failures, and their rows replace the failed ones
+    save_image(broken, 1)  # repaired: the rerun redoes only the two failures, and their rows replace the failed ones
     report = run_dataset(flux, triplets, tmp_path / "run", settings=FAST, seeds=[0, 1], progress=False, log=None)
     assert (report.edited, report.skipped, report.failed) == (2, 4, 0)
     rows = read_results(tmp_path / "run")
@@ -88,7 +71,7 @@ def test_an_image_that_fails_to_decode_is_an_error_row_and_the_run_goes_on(flux,
 
 
 def test_a_retry_replaces_its_failed_row(flux, tmp_path, monkeypatch):
-    triplets = load_triplets(_dataset(tmp_path / "data"))
+    triplets = load_triplets(write_dataset(tmp_path / "data"))
     real = image_api.edit_tensor
 
     def flaky(backbone, image, source_prompt, target_prompt, method="sync-sde", **kw):
@@ -126,7 +109,7 @@ def test_compact_keeps_one_row_per_edit(tmp_path):
 
 
 def test_a_second_run_on_the_same_folder_fails_at_once(flux, tmp_path, monkeypatch):
-    triplets = load_triplets(_dataset(tmp_path / "data", n=1))
+    triplets = load_triplets(write_dataset(tmp_path / "data", n=1))
     out = tmp_path / "run"
     with FolderLock(out / "results.csv"):  # a run in progress (flock: another open file description conflicts)
         monkeypatch.setattr(image_api, "as_backbone", lambda *a, **k: pytest.fail("loaded"))
@@ -152,7 +135,7 @@ def test_stale_temporary_files_are_removed(flux, tmp_path):
     for p in stale:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"half")
-    run_dataset(flux, load_triplets(_dataset(tmp_path / "data", n=1)), out, settings=FAST, progress=False, log=None)
+    run_dataset(flux, load_triplets(write_dataset(tmp_path / "data", n=1)), out, settings=FAST, progress=False, log=None)
     assert not any(p.exists() for p in stale)
 
 
@@ -169,7 +152,7 @@ def _sigkill_rounds(flux_pipe, tmp_path: Path, kills: int) -> None:
     """Kill a run with SIGKILL at random moments ``kills`` times, then let it finish: every edit exactly once."""
     model = tmp_path / "tiny-flux"
     flux_pipe.save_pretrained(model)
-    data = _dataset(tmp_path / "data", n=4)
+    data = write_dataset(tmp_path / "data", n=4)
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     command = [sys.executable, "-c", _RUNNER, str(model), str(data), str(out)]

@@ -13,8 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
-from PIL import Image
+from run_datasets import save_image, write_dataset
 
 from coupled_sde import cli
 from coupled_sde.editing import api as image_api
@@ -37,24 +36,6 @@ def flux_dir(flux_pipe, tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-flux-runs")
     flux_pipe.save_pretrained(folder)
     return folder
-
-
-def _save_image(path: Path, seed: int, size: int = 32) -> None:
-    g = torch.Generator().manual_seed(seed)
-    data = torch.randint(0, 256, (size, size, 3), generator=g, dtype=torch.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(data.numpy()).save(path)
-
-
-def _dataset(folder: Path, n: int = 3) -> Path:
-    """Our format: n images, one triplet each."""
-    entries = []
-    for i in range(n):
-        _save_image(folder / f"img{i}.png", i)
-        entries.append({"image": f"img{i}.png", "source_prompt": "a photo of a cat", "target_prompt": f"a photo of a dog {i}"})
-    path = folder / "triplets.json"
-    path.write_text(json.dumps(entries))
-    return path
 
 
 class StubMetrics:
@@ -88,7 +69,7 @@ def _fail_loading(*args, **kwargs):
 
 
 def test_resume_after_interruption_recomputes_only_missing_rows(flux_dir, tmp_path, count_edits, monkeypatch):
-    triplets = load_triplets(_dataset(tmp_path / "data"))
+    triplets = load_triplets(write_dataset(tmp_path / "data"))
     out = tmp_path / "run"
     kw = dict(methods=["sync-sde", "flowedit"], settings=FAST, metrics=StubMetrics(), progress=False, log=None)
     report = run_dataset(str(flux_dir), triplets, out, **kw)
@@ -121,7 +102,7 @@ def test_resume_after_interruption_recomputes_only_missing_rows(flux_dir, tmp_pa
 
 
 def test_failed_edits_are_recorded_and_retried(flux, tmp_path, monkeypatch):
-    triplets = load_triplets(_dataset(tmp_path / "data"))
+    triplets = load_triplets(write_dataset(tmp_path / "data"))
     real = image_api.edit_tensor
 
     def flaky(backbone, image, source_prompt, target_prompt, method="sync-sde", **kw):
@@ -173,8 +154,8 @@ FLOWEDIT_YAML = """\
 
 
 def test_flowedit_yaml_format(tmp_path):
-    _save_image(tmp_path / "Images" / "bear.png", 0)  # the file says flowedit_data/bear.png: found by name
-    _save_image(tmp_path / "Images" / "cat.png", 1)
+    save_image(tmp_path / "Images" / "bear.png", 0)  # the file says flowedit_data/bear.png: found by name
+    save_image(tmp_path / "Images" / "cat.png", 1)
     path = tmp_path / "flowedit.yaml"
     path.write_text(FLOWEDIT_YAML)
     triplets = load_triplets(path)
@@ -189,8 +170,8 @@ def test_flowedit_yaml_format(tmp_path):
 
 
 def test_our_format_and_loader_errors(tmp_path):
-    _save_image(tmp_path / "a.png", 0)
-    _save_image(tmp_path / "masks" / "a.png", 1)
+    save_image(tmp_path / "a.png", 0)
+    save_image(tmp_path / "masks" / "a.png", 1)
     path = tmp_path / "d.json"
     entry = {"id": "first", "image": "a.png", "source_prompt": "x", "target_prompt": "y", "mask": "masks/a.png"}
     path.write_text(json.dumps({"triplets": [entry]}))
@@ -227,7 +208,7 @@ def test_settings_lists_grids_and_per_method(tmp_path):
 
 
 def test_shards_cover_every_triplet_once_and_merge(flux, tmp_path, monkeypatch):
-    triplets = load_triplets(_dataset(tmp_path / "data", n=5))
+    triplets = load_triplets(write_dataset(tmp_path / "data", n=5))
     out = tmp_path / "run"
     kw = dict(settings=FAST, seeds=[0, 1], progress=False, log=None)
     r0 = run_dataset(flux, triplets, out, shards=2, shard_index=0, **kw)
@@ -246,7 +227,7 @@ def test_shards_cover_every_triplet_once_and_merge(flux, tmp_path, monkeypatch):
 
 
 def test_one_model_per_output_folder(flux_dir, tmp_path):
-    triplets = load_triplets(_dataset(tmp_path / "data", n=1))
+    triplets = load_triplets(write_dataset(tmp_path / "data", n=1))
     run_dataset(str(flux_dir), triplets, tmp_path / "run", settings=FAST, progress=False, log=None)
     with pytest.raises(ValueError, match="holds results of model"):
         run_dataset(str(tmp_path / "other-model"), triplets, tmp_path / "run", settings=FAST, progress=False, log=None)
@@ -268,7 +249,7 @@ def main(monkeypatch):
 
 def test_cli_run_with_metrics_summarize_and_merge(main, flux_dir, tmp_path, capsys):
     pytest.importorskip("coupled_sde.metrics")
-    data = _dataset(tmp_path / "data", n=2)
+    data = write_dataset(tmp_path / "data", n=2)
     out = tmp_path / "run"
     base = ["run", "--model", str(flux_dir), "--dataset", str(data), "--out", str(out), "--quiet"]
     base += ["--settings", json.dumps(FAST), "--methods", "sync-sde,sdedit"]
@@ -307,7 +288,7 @@ def test_accelerate_launch_two_cpu_processes(flux_dir, tmp_path):
     torchrun-based launcher is used, with ``ACCELERATE_USE_CPU``.)
     """
     pytest.importorskip("accelerate")
-    data = _dataset(tmp_path / "data", n=5)
+    data = write_dataset(tmp_path / "data", n=5)
     out = tmp_path / "run"
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     src = str(Path(__file__).resolve().parents[2] / "src")
