@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from .brownian import BrownianSource, GridBrownian
+from .brownian_tree import BrownianTree
 from .coupling import Coupling, Synchronous
 from .grid import TimeGrid
 from .sde import SDE, NoiseType, apply_diffusion
@@ -202,8 +203,11 @@ class BrownianDriver(Driver):
         n_streams = coupling.n_streams(K)
         src = self.source
         if not isinstance(src, BrownianSource):
-            if intervals:
-                src = _interval_source(grid, B, noise_shape, src, n_streams, y0.dtype, y0.device, levy)
+            if intervals:  # any interval, in any order (adaptive steps): the package's own tree
+                # (always with Lévy area, so one seed gives one path whatever the integrator)
+                src = BrownianTree(
+                    grid.t0, grid.t1, B, noise_shape, seed=src, streams=n_streams, levy_area=True, dtype=y0.dtype, device=y0.device
+                )
             else:  # a fixed grid: counter-based increments (and Lévy areas) on it
                 src = GridBrownian(grid, B, noise_shape, seed=src, streams=n_streams, dtype=y0.dtype, device=y0.device)
         want = (n_streams, B) + tuple(noise_shape)
@@ -292,17 +296,6 @@ class BrownianDriver(Driver):
         else:
             dw, h = self._src.increment(t, s1), None
         return self._emit(self._members(dw.to(device=self._device, dtype=self._dtype), y), 1.0, h)
-
-
-def _interval_source(grid, batch, noise_shape, seed, streams, dtype, device, levy: bool):
-    """An interval source for a seed (adaptive steps, Lévy-area methods): the package's own Brownian
-    tree, order-free and per-sample seeded (torchsde's ``BrownianInterval`` is only an optional
-    comparison, see :class:`~coupled_sde.brownian.IntervalBrownian`)."""
-    from .brownian_tree import BrownianTree
-
-    return BrownianTree(
-        grid.t0, grid.t1, batch, noise_shape, seed=seed, streams=streams, levy_area=True, dtype=dtype, device=device
-    )
 
 
 class PathNoise(StepNoise):
