@@ -93,8 +93,12 @@ class Schedule:
         """What the network is given for grid time ``t``."""
         return float(t)
 
-    def check_start(self, t: float) -> None:
-        """A clear error when an edit cannot start at ``t`` (``alpha(t) = 0``: nothing of the data is left)."""
+    def check_start(self, t: float, ode: bool = False) -> None:
+        """A clear error when an edit cannot start at ``t`` (``alpha(t) = 0``: nothing of the data is left).
+
+        ``ode``: the edit integrates the probability-flow ODE only (no reverse-SDE drift), which some
+        schedules allow at their pure-noise end (rectified flow at sigma = 1).
+        """
         if self.alpha_sq(t) <= 0.0:
             raise ValueError(
                 f"the edit would start at t={t:g}, where alpha = 0 (pure noise: the drift divides by alpha, 0/0 in the "
@@ -293,7 +297,10 @@ class RectifiedFlow(Schedule):
             sig = math.exp(mu) / (math.exp(mu) + (1.0 / s - 1.0))
         return torch.from_numpy(np.append(sig, 0.0))
 
-    def check_start(self, t: float) -> None:
+    def check_start(self, t: float, ode: bool = False) -> None:
+        # the probability-flow ODE dx/dsigma = u is regular at sigma = 1 (RF-Solver and FireFlow invert to it)
+        if ode and t == 1.0:
+            return
         if not 0.0 <= t < 1.0:
             raise ValueError(
                 f"the edit would start at sigma={t:g}: the rectified-flow SDE divides by (1 - sigma), which is 0 "

@@ -108,6 +108,16 @@ def test_settings_panel_shows_the_models_defaults(digits):
     assert fields["steps"].kind == "int" and fields["steps"].default >= 1
 
 
+def test_ode_inversion_offers_the_rf_integrators_and_sharing_where_the_model_has_it(digits, monkeypatch):
+    ode = {f.name: f for f in method_settings(digits.backbone, "ode-inversion")}
+    assert {"rf-solver", "fireflow"} <= set(ode["integrator"].choices) and "share_values" not in ode
+    sde = {f.name: f for f in method_settings(digits.backbone, "sync-sde")}
+    assert "rf-solver" not in sde["integrator"].choices  # ODE-only integrators are not offered for the reverse SDE
+    monkeypatch.setattr(type(digits.backbone), "share_attention_values", lambda self, shared: None, raising=False)
+    shared = {f.name: f for f in method_settings(digits.backbone, "ode-inversion")}["share_values"]
+    assert shared.kind == "int" and shared.default == 0
+
+
 def test_a_mask_keeps_the_unpainted_pixels(digits):
     picture, source, target = digits.examples[0]
     mask = Image.new("L", picture.size, 0)

@@ -317,10 +317,11 @@ def test_edit_image_honours_the_device_of_a_given_pipeline(tmp_path):
 
 def test_start_at_noise_is_the_method_s_call():
     """start = 0 (sigma = 1) is refused before the load for the reverse SDE, not for RF-Inversion's
-    controlled ODEs, which begin there by design (the method declares it)."""
+    controlled ODEs or ODE inversion (RF-Solver, FireFlow), which begin there by design (the method declares it)."""
     from coupled_sde.backends.hf.flux import FluxBackbone
     from coupled_sde.commands._runtime import check_settings_for
 
     assert check_settings_for(FluxBackbone, "rf-inversion", {"steps": 2})["start"] == 0
+    assert check_settings_for(FluxBackbone, "ode-inversion", {"start": 0, "share_values": 3})["start"] == 0  # RF-Solver-Edit
     with pytest.raises(ValueError, match="start=0 begins at sigma=1"):
         check_settings_for(FluxBackbone, "sync-sde", {"steps": 2, "start": 0})

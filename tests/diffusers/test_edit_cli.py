@@ -193,3 +193,30 @@ def test_settings_defaults_and_errors(flux, schnell, sd):
     with pytest.raises(ValueError, match="not both"):
         resolve_settings(flux, "flowedit", {"start": 4, "n_max": 24})
     assert resolve_settings(sd, "flowedit")["steps"] == 50  # FlowEdit in its DDIM form: SD's grid, not FLUX's
+
+
+def test_any_method_setting_through_set(main, flux_dir, tmp_path, capsys):
+    """RF-Solver-Edit from the command line (``--set share_values=1``) is the API's edit, byte for byte."""
+    image = _image(tmp_path / "in.png")
+    extra = ("--method", "ode-inversion", "--integrator", "rf-solver", "--set", "share_values=1", "--set", "start=0")
+    cmd = [a for a in _args(flux_dir, image, tmp_path / "cli.png", *extra) if a not in ("--start", "1")]
+    assert main(cmd) == 0
+    assert "12 model calls" in capsys.readouterr().out  # 3 steps x 2 stages, inversion and edit
+    api = edit_image(flux_dir, Image.open(image), "a photo of a cat", "a photo of a dog", method="ode-inversion",
+                     steps=3, start=0, integrator="rf-solver", share_values=1, seed=0, device="cpu")  # fmt: skip
+    assert Image.open(tmp_path / "cli.png").tobytes() == api.tobytes()
+
+
+def test_set_errors_come_before_loading(main, flux_dir, sd_dir, tmp_path, capsys, no_loading):
+    image = _image(tmp_path / "in.png")
+    cases = [
+        (flux_dir, ("--set", "share_values"), "--set takes NAME=VALUE"),
+        (flux_dir, ("--set", "start=2"), "--set start=2 contradicts --start 1"),
+        (flux_dir, ("--set", "share_values=1"), "sync-sde does not take the setting(s) ['share_values']"),
+        (flux_dir, ("--method", "rf-inversion", "--set", "gamma=2"), "gamma=2.0 is outside [0, 1]"),
+        (sd_dir, ("--method", "ode-inversion", "--set", "share-values=1"), "share_values needs a backbone that can share attention values"),
+    ]
+    for model, extra, message in cases:
+        assert main(_args(model, image, tmp_path / "o.png", *extra)) == 1
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err

@@ -1,16 +1,15 @@
 """RF-Inversion, RF-Solver and FireFlow on a tiny random FLUX: parity with their reference loops.
 
 The references are transcribed below from diffusers' community ``pipeline_flux_rf_inversion.py``
-(``invert`` and the controlled ``__call__`` loop) and from the authors' ``sampling.py`` of
-RF-Solver-Edit and FireFlow (``denoise_rf_solver`` / ``denoise_fireflow`` with ``inverse=True``
-then ``False``), talking to the pipeline's own pieces (scheduler, ``encode_prompt``, packing, the
+(``invert`` and the controlled ``__call__`` loop) and, in ``reference_rf_editors.py``, from the
+authors' ``sampling.py`` of RF-Solver-Edit and FireFlow, talking to the pipeline's own pieces (scheduler, ``encode_prompt``, packing, the
 transformer), not to coupled_sde.
 """
 
 import numpy as np
 import pytest
 import torch
-from reference_flux_sync_sde import _velocity  # unpacked u(x, sigma, c), guidance embedding 1.0
+from reference_rf_editors import reference_ode_edit
 
 from coupled_sde.backends.base import Condition
 from coupled_sde.editing import edit_latents, ode_inversion
@@ -25,7 +24,9 @@ def _latents(flux, images):
 
 
 @torch.no_grad()
-def _community_rf_inversion(pipe, image_latents, y_1, source_prompt, prompt, n, gamma, eta, stop, guidance_scale, msl):
+def _community_rf_inversion(
+    pipe, image_latents, y_1, source_prompt, prompt, n, gamma, eta, stop, guidance_scale, msl, decay_eta=False, eta_decay_power=1.0
+):
     """The community pipeline's ``invert`` + ``__call__(inverted_latents=...)`` (batch 1, packed)."""
     transformer = pipe.transformer
     b, c, h, w = image_latents.shape
@@ -78,20 +79,26 @@ def _community_rf_inversion(pipe, image_latents, y_1, source_prompt, prompt, n, 
         v_t = -noise_pred
         v_t_cond = (y_0 - latents) / (1 - t_i)
         eta_t = eta if start_timestep <= i < stop_timestep else 0.0
+        if decay_eta:
+            eta_t = eta_t * (1 - i / n) ** eta_decay_power
         v_hat_t = v_t + eta_t * (v_t_cond - v_t)
         latents = latents + v_hat_t * (sigmas[i] - sigmas[i + 1])
     return pipe._unpack_latents(latents, h * pipe.vae_scale_factor, w * pipe.vae_scale_factor, pipe.vae_scale_factor)
 
 
-def test_rf_inversion_matches_the_community_pipeline(flux, flux_pipe, images):
+@pytest.mark.parametrize("decay", [0.0, 2.0])
+def test_rf_inversion_matches_the_community_pipeline(flux, flux_pipe, images, decay):
+    """With and without the pipeline's ``decay_eta`` (``eta_decay_power = 2``)."""
     x0 = _latents(flux, images)
     n = 8
     y1 = torch.randn(x0.shape, generator=torch.Generator().manual_seed(5))
     ours = rf_inversion(
         flux, x0, Condition("", guidance=0.0), Condition(TGT, guidance=3.5), n_steps=n, gamma=0.5, eta=0.9,
-        eta_stop=n // 4, inversion="community", noise=y1,
+        eta_stop=n // 2, eta_decay_power=decay, inversion="community", noise=y1,
     )
-    ref = _community_rf_inversion(flux_pipe, x0, y1, "", TGT, n, 0.5, 0.9, 0.25, 3.5, flux.max_sequence_length)
+    ref = _community_rf_inversion(
+        flux_pipe, x0, y1, "", TGT, n, 0.5, 0.9, 0.5, 3.5, flux.max_sequence_length, decay_eta=decay > 0, eta_decay_power=decay
+    )
     assert ours.model_calls == 2 * n and ours.model_evaluations == 2 * n
     err = float((ours.latents - ref).abs().max() / ref.abs().max())
     print(f"relative parity error {err:.2e}")
@@ -112,46 +119,12 @@ def test_rf_inversion_closed_forms(flux, images):
         rf_inversion(flux, x0, SRC, TGT, n_steps=6, mask=torch.ones_like(x0))
 
 
-@torch.no_grad()
-def _reference_ode_edit(pipe, flux, x0, n, start, step_kind):
-    """``denoise_<kind>(inverse=True)`` under the source then ``(inverse=False)`` under the target."""
-    msl = flux.max_sequence_length
-    timesteps = [float(s) for s in flux.schedule.grid(n, x0.shape[1:]).times][start:]
-    h, w = x0.shape[-2:]
-    ids = pipe._prepare_latent_image_ids(x0.shape[0], h // 2, w // 2, "cpu", pipe.transformer.dtype)
-
-    def denoise(img, prompt, steps):
-        embeds, pooled, text_ids = pipe.encode_prompt(prompt, max_sequence_length=msl)
-
-        def model(x, t):
-            return _velocity(pipe, x, t, embeds, pooled, text_ids, ids)
-
-        next_step_velocity = None
-        for t_curr, t_prev in zip(steps[:-1], steps[1:]):
-            if step_kind == "fireflow" and next_step_velocity is not None:
-                pred = next_step_velocity
-            else:
-                pred = model(img, t_curr)
-            img_mid = img + (t_prev - t_curr) / 2 * pred
-            pred_mid = model(img_mid, t_curr + (t_prev - t_curr) / 2)
-            if step_kind == "fireflow":
-                next_step_velocity = pred_mid
-                img = img + (t_prev - t_curr) * pred_mid
-            else:
-                first_order = (pred_mid - pred) / ((t_prev - t_curr) / 2)
-                img = img + (t_prev - t_curr) * pred + 0.5 * (t_prev - t_curr) ** 2 * first_order
-        return img
-
-    z = denoise(x0, SRC, timesteps[::-1])
-    return denoise(z, TGT, timesteps)
-
-
 @pytest.mark.parametrize("kind", ["rf-solver", "fireflow"])
 def test_ode_inversion_with_rf_solver_and_fireflow_matches_the_papers_loops(flux, flux_pipe, images, kind):
     x0 = _latents(flux, images)
     n, start = 6, 1
     ours = ode_inversion(flux, x0, SRC, TGT, n_steps=n, start=start, integrator=kind)
-    ref = _reference_ode_edit(flux_pipe, flux, x0, n, start, kind.replace("-", "_"))
+    ref, _ = reference_ode_edit(flux_pipe, flux, x0, n, start, kind.replace("-", "_"), SRC, TGT)
     steps = n - start
     assert ours.model_calls == (4 * steps if kind == "rf-solver" else 2 * (steps + 1))
     err = float((ours.latents - ref).abs().max() / ref.abs().max())

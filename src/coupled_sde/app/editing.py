@@ -72,13 +72,15 @@ def _api() -> Any:
 
 
 #: Settings of the app's settings panel (the negative prompt has its own box; sync-SDE's ablations stay in the API).
-_SHOWN = ("steps", "start", "n_max", "guidance", "source_guidance", "true_cfg", "integrator", "eta", "n_min", "n_avg")
+_SHOWN = ("steps", "start", "n_max", "guidance", "source_guidance", "true_cfg", "integrator", "eta", "n_min", "n_avg", "share_values")
 #: Values that change nothing, for settings without a default (true CFG off).
 _NEUTRAL = {"true_cfg": 1.0}
 #: What a choice without a default shows: the method picks (e.g. the exact DDIM step on Stable Diffusion).
 DEFAULT_CHOICE = "default"
 #: Integrator names shown (the registry also accepts aliases: euler_maruyama, em, ddpm, ancestral).
 _INTEGRATORS = ("euler", "heun", "milstein", "ddim")
+#: Integrators of the probability-flow ODE only, shown for the deterministic methods (ODE inversion).
+_ODE_INTEGRATORS = ("rf-solver", "fireflow")
 
 
 def methods_for(backbone: Any) -> list[str]:
@@ -103,7 +105,7 @@ def method_settings(backbone: Any, method: str) -> list[SettingField]:
     defaults = resolve_settings(backbone, method, {})
     fields = []
     for name in _SHOWN:
-        if name not in m.accepts:
+        if name not in m.accepts or (name == "share_values" and not callable(getattr(backbone, "share_attention_values", None))):
             continue
         spec = m.settings.get(name) or CONDITION_SETTINGS[name]
         default = defaults.get(name, _NEUTRAL.get(name))
@@ -111,7 +113,8 @@ def method_settings(backbone: Any, method: str) -> list[SettingField]:
             default = getattr(backbone, "default_guidance", None)  # what the backbone uses when none is given
         if spec.choices:
             kind = "choice"
-            choices = tuple(c for c in _INTEGRATORS if c in spec.choices) if name == "integrator" else tuple(spec.choices)
+            shown = _INTEGRATORS + (() if m.stochastic else _ODE_INTEGRATORS)
+            choices = tuple(c for c in shown if c in spec.choices) if name == "integrator" else tuple(spec.choices)
             if default is None:
                 default, choices = DEFAULT_CHOICE, (DEFAULT_CHOICE, *choices)
         else:

@@ -198,7 +198,8 @@ def check_settings_for(backbone_class: Any, method: str, settings: Mapping[str, 
 
     Catches what depends on those defaults (``--steps 3`` against a default ``start`` of 4) and the
     start at noise level 1 of a rectified-flow model (``start = 0``: the reverse SDE divides by
-    ``1 - sigma``), which the loaded model would only report after the load. Returns the resolved settings.
+    ``1 - sigma``) and attention sharing on a backbone that has none, which the loaded model would
+    only report after the load. Returns the resolved settings.
     """
     from coupled_sde.editing.registry import get_method, resolve_settings
 
@@ -208,6 +209,9 @@ def check_settings_for(backbone_class: Any, method: str, settings: Mapping[str, 
         raise ValueError(
             f"{method}: start=0 begins at sigma=1, where the rectified-flow SDE divides by (1 - sigma) = 0; use start >= 1"
         )
+    if resolved.get("share_values") and not callable(getattr(backbone_class, "share_attention_values", None)):
+        name = getattr(backbone_class, "name", "") or backbone_class.__name__
+        raise ValueError(f"{method}: share_values needs a backbone that can share attention values (FLUX.1); {name} cannot")
     return resolved
 
 

@@ -22,9 +22,16 @@ defaults per model (override any of them):
   SD 1.x/2.x  sync-sde, sdedit: --steps 50 --start 10 --guidance 7.5 (CFG)
            ode-inversion: the same with --source-guidance 1.0 (DDIM inversion); flowedit: its DDIM form
 
-example:
+any other setting of a method: --set NAME=VALUE (repeatable), e.g. rf-inversion's gamma, eta_stop,
+  eta_decay_power, ode-inversion's share_values (their settings: docs/cli.md)
+
+examples:
   coupled-sde edit --model black-forest-labs/FLUX.1-dev --image cat.png \\
       --source-prompt "a photo of a cat on a sofa" --target-prompt "a photo of a dog on a sofa" --out dog.png
+  # RF-Solver-Edit: RF-Solver inversion from pure noise, feature sharing in the first 5 steps
+  coupled-sde edit --model black-forest-labs/FLUX.1-dev --image cat.png --source-prompt "..." --target-prompt "..." \\
+      --out dog.png --method ode-inversion --integrator rf-solver --start 0 --steps 30 --guidance 2 \\
+      --source-guidance 1 --set share_values=5
 """
 
 
@@ -53,9 +60,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--negative-prompt", help="true-CFG negative prompt for the target (FLUX, with --true-cfg > 1; SD: CFG negative)"
     )
     g.add_argument("--true-cfg", type=float, help="true classifier-free guidance scale on the target (FLUX)")
-    g.add_argument("--integrator", help="euler, heun (rectified flow) or ddim (the DDIM/DDPM step; the default for SD)")
+    g.add_argument(
+        "--integrator", help="euler, heun (rectified flow), rf-solver, fireflow (ODE methods) or ddim (the DDIM/DDPM step; the default for SD)"
+    )
     g.add_argument("--eta", type=float, help="noise scale of the reverse SDE (sync-sde, sdedit): 0 = ODE, 1 = the SDE")
     g.add_argument("--mask", help="mask image of the same size, white = may change, black = keep (not SDEdit)")
+    g.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other setting of the method (repeatable): --set gamma=0.7 --set eta_stop=5",
+    )
     g.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same image (default 0)")
     r = parser.add_argument_group("runtime")
     r.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the first available)")
@@ -68,9 +84,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, object]:
-    """The method settings the user gave (the settings vocabulary of :mod:`coupled_sde.editing.registry`)."""
+    """The method settings the user gave (the settings vocabulary of :mod:`coupled_sde.editing.registry`):
+    the named options and the ``--set NAME=VALUE`` ones (whose names and values the registry checks)."""
     names = ("steps", "start", "n_max", "guidance", "source_guidance", "negative_prompt", "true_cfg", "integrator", "eta")
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    settings = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    for item in getattr(args, "set", None) or []:
+        name, value = parse_setting(item)
+        if name in settings and settings[name] != value:
+            raise ValueError(f"--set {item} contradicts --{name.replace('_', '-')} {settings[name]}")
+        settings[name] = value
+    return settings
+
+
+def parse_setting(item: str) -> tuple[str, object]:
+    """``NAME=VALUE`` to ``(name, value)``: an integer, a number, or else the text (``-`` in names reads as ``_``)."""
+    name, sep, text = item.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep or not name or not text.strip():
+        raise ValueError(f"--set takes NAME=VALUE, got {item!r}")
+    text = text.strip()
+    for convert in (int, float):
+        try:
+            return name, convert(text)
+        except ValueError:
+            pass
+    return name, text
 
 
 def _say(message: str, quiet: bool = False) -> None:

@@ -136,7 +136,7 @@ def begin(
     start = kwargs.get("start", 0)
     if "n_max" in kwargs and "start" not in given:
         start = n_steps - kwargs["n_max"]
-    sub = start_grid(full, start, schedule) if "start" in method.settings else full
+    sub = start_grid(full, start, schedule, ode=method.starts_at_noise) if "start" in method.settings else full
     eta = kwargs.get("eta", default_eta)
     integ = editing_integrator(kwargs.get("integrator"), schedule, eta) if "integrator" in method.settings else None
     if integ is not None:
@@ -144,8 +144,9 @@ def begin(
     return Edit(method.name, backbone, x, src, tgt, full, sub, kwargs, settings, check_mask(mask, x), integ)
 
 
-def start_grid(grid: TimeGrid, start: int, schedule: Any) -> TimeGrid:
-    """The grid from point ``start`` (the paper's ``i0``) down to the data, with the checks users need."""
+def start_grid(grid: TimeGrid, start: int, schedule: Any, ode: bool = False) -> TimeGrid:
+    """The grid from point ``start`` (the paper's ``i0``) down to the data, with the checks users need
+    (``ode``: the method integrates the probability-flow ODE, which may start at pure noise)."""
     if isinstance(start, bool) or int(start) != start:
         raise ValueError(f"start must be an integer step index, got {start!r}")
     start = int(start)
@@ -153,7 +154,7 @@ def start_grid(grid: TimeGrid, start: int, schedule: Any) -> TimeGrid:
         raise ValueError(f"start={start} is outside the schedule's steps 0..{grid.n_steps - 1}")
     if grid.increasing:
         raise ValueError("editing grids run from noise to data: the grid must decrease")
-    schedule.check_start(grid[start])
+    schedule.check_start(grid[start], ode=ode)
     return grid.sub(start)
 
 

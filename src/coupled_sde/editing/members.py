@@ -16,6 +16,7 @@ reference (the source) exactly and, under the synchronous pinned-path driver, st
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -55,7 +56,9 @@ class Members(CoupledSDE):
         integrator: the integrator it will be solved with (from :func:`editing_integrator`); decides
             whether :meth:`drift` is the reverse drift or the noise prediction.
 
-    ``model_calls`` counts batched ``backbone.predict`` calls.
+    ``model_calls`` counts batched ``backbone.predict`` calls. ``on_call``, when set, is told the grid
+    time of each call before it is made (attention sharing keys its store by it,
+    :mod:`coupled_sde.editing.value_sharing`).
     """
 
     calculus = Calculus.ITO
@@ -82,10 +85,13 @@ class Members(CoupledSDE):
         if not self.epsilon_output and not self.schedule.continuous:
             editing_integrator(integrator, self.schedule, eta)  # raises the clear error
         self.model_calls = 0
+        self.on_call: Callable[[float], None] | None = None
 
     def predict(self, t: float, y: Tensor) -> Tensor:
         """The backbone's (guided) prediction for all members at grid time ``t``: one batched call."""
         self.model_calls += 1
+        if self.on_call is not None:
+            self.on_call(t)
         out = self.backbone.predict(y, self.schedule.model_time(t), self.encoded)
         if out.shape != y.shape:
             raise ValueError(f"the backbone returned shape {tuple(out.shape)} for members of shape {tuple(y.shape)}")

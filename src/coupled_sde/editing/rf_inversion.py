@@ -8,7 +8,9 @@ towards the straight line through an *anchor* (the paper's "conditional vector f
   sample ``y1``: ``dY/dsigma = u + gamma ((y1 - Y) / (1 - sigma) - u)`` (paper eq. 8);
 * controlled reverse ODE (editing, ``sigma`` decreasing, target condition), anchor the source
   ``y0``: ``dX/dsigma = u + eta(sigma) ((X - y0) / sigma - u)`` (paper eq. 15, written in ``sigma``),
-  with ``eta`` active on the steps ``eta_start <= i < eta_stop`` of the sampling schedule and 0 after.
+  with ``eta`` active on the steps ``eta_start <= i < eta_stop`` of the sampling schedule and 0 after
+  (``eta_decay_power = p > 0`` lowers it to ``eta (1 - i/N)^p`` on step ``i`` of ``N``, the community
+  pipeline's ``decay_eta`` with ``eta_decay_power = p``).
 
 ``(y1 - Y) / (1 - sigma)`` and ``(X - y0) / sigma`` are the velocities ``eps - x0`` of the straight
 lines ``x_sigma = (1 - sigma) x0 + sigma eps`` through the current state and the anchor. Cost: one
@@ -111,6 +113,8 @@ def _noise_sample(noise: Noise, x: Tensor) -> Tensor:
     Setting("eta", float, 0.9, "controller strength of the reverse (editing) ODE towards the source", low=0.0, high=1.0),
     Setting("eta_start", int, 0, "first editing step with eta active", low=0),
     Setting("eta_stop", int, None, "editing steps i < eta_stop have eta active (default steps // 4: 7 of 28)", low=0),
+    Setting("eta_decay_power", float, 0.0, "eta on step i of N is eta (1 - i/N)^p (the community pipeline's decay_eta; 0 = constant)",
+            low=0.0),
     Setting("inversion", str, "schedule", "schedule (the reversed sampling grid) or community (diffusers' community pipeline)",
             choices=("schedule", "community")),
     masks=False,
@@ -131,6 +135,7 @@ def rf_inversion(
     eta: float | None = None,
     eta_start: int | None = None,
     eta_stop: int | None = None,
+    eta_decay_power: float | None = None,
     inversion: str | None = None,
     progress: bool = False,
 ) -> EditResult:
@@ -149,7 +154,8 @@ def rf_inversion(
             f"{type(backbone).__name__} has {schedule!r}"
         )
     x = as_latents(x)
-    given = dict(steps=n_steps, start=start, gamma=gamma, eta=eta, eta_start=eta_start, eta_stop=eta_stop, inversion=inversion)
+    given = dict(steps=n_steps, start=start, gamma=gamma, eta=eta, eta_start=eta_start, eta_stop=eta_stop,
+                 eta_decay_power=eta_decay_power, inversion=inversion)  # fmt: skip
     if grid is not None:
         grid = grid if isinstance(grid, TimeGrid) else TimeGrid(grid)
         if given["steps"] is not None and given["steps"] != grid.n_steps:
@@ -171,10 +177,16 @@ def rf_inversion(
         raise ValueError("inversion='community' inverts the whole schedule: it needs start=0")
     sub = full.sub(start)
     s_hi, s_lo = full[lo], full[stop]
-    eta_value = kw["eta"]
+    eta_value, power = kw["eta"], kw.get("eta_decay_power", 0.0)
+    sigmas = full.times.to(torch.float64)
 
     def eta_of(sigma: float) -> float:  # editing steps eta_start <= i < eta_stop: s_lo < sigma_i <= s_hi
-        return eta_value if s_lo < sigma <= s_hi else 0.0
+        if not s_lo < sigma <= s_hi:
+            return 0.0
+        if not power:
+            return eta_value
+        i = int((sigmas - sigma).abs().argmin())  # Euler evaluates at the grid points sigma_i
+        return eta_value * (1.0 - i / n) ** power
 
     with Timer() as timer:
         y1 = _noise_sample(noise, x)

@@ -22,6 +22,8 @@ diffusers conventions used (0.42.x, see ``diffusers/pipelines/flux/pipeline_flux
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 
 from coupled_sde.backends.base import Condition, Prediction, guided_predict
+from coupled_sde.backends.hf._attention import tapped_values
 from coupled_sde.backends.hf._common import execution_device, warn
 from coupled_sde.backends.hf._guided import plan_true_cfg, text_rows
 from coupled_sde.backends.hf._pipeline import PipelineBackbone
@@ -37,6 +40,8 @@ from coupled_sde.schedules import RectifiedFlow, calculate_shift
 
 if TYPE_CHECKING:
     from diffusers import FluxPipeline
+
+    from coupled_sde.editing.value_sharing import SharedValues
 
 __all__ = ["FluxBackbone", "FluxConditions", "calculate_shift", "flux_sigmas", "pack_latents", "unpack_latents"]
 
@@ -160,6 +165,9 @@ class FluxBackbone(PipelineBackbone):
             (source) / 5.5 (target), which an editor passes per member.
         max_sequence_length: T5 prompt length, as ``FluxPipeline``'s argument of that name (512;
             256 is the usual value for schnell).
+        value_blocks: the single-stream blocks whose attention values an inversion shares with the
+            edit (:meth:`share_attention_values`); default the last 18 of FLUX.1's 38, blocks 20-37, as
+            RF-Solver-Edit and FireFlow (the same proportion of a smaller model's blocks).
     """
 
     name = "flux"
@@ -167,7 +175,7 @@ class FluxBackbone(PipelineBackbone):
     dtype = torch.bfloat16
     patch_size = 2
     size_reason = " and FLUX packs 2x2 latent patches"
-    init_options = ("default_guidance", "max_sequence_length")
+    init_options = ("default_guidance", "max_sequence_length", "value_blocks")
     #: The sync-SDE reference (28 steps, i0 = 4, guidance embedding 1.0 for source and target; SDEdit and
     #: ODE inversion on the same grid and guidance, so that only the coupling differs) and FlowEdit's
     #: published FLUX setting (n_max = 24, guidance 1.5 / 5.5).
@@ -181,10 +189,23 @@ class FluxBackbone(PipelineBackbone):
     }
     prediction: Prediction = "flow"
 
-    def __init__(self, pipe: FluxPipeline, *, default_guidance: float = DEFAULT_GUIDANCE, max_sequence_length: int = 512):
+    def __init__(
+        self,
+        pipe: FluxPipeline,
+        *,
+        default_guidance: float = DEFAULT_GUIDANCE,
+        max_sequence_length: int = 512,
+        value_blocks: Sequence[int] | None = None,
+    ):
         self.pipe = pipe
         self.default_guidance = float(default_guidance)
         self.max_sequence_length = int(max_sequence_length)
+        n_single = len(pipe.transformer.single_transformer_blocks)
+        blocks = range(n_single * 20 // 38, n_single) if value_blocks is None else [int(b) for b in value_blocks]
+        if not blocks or any(not 0 <= b < n_single for b in blocks):
+            raise ValueError(f"value_blocks must be indices of the {n_single} single-stream blocks, got {list(blocks)}")
+        #: The single-stream blocks whose attention values attention sharing records and injects.
+        self.value_blocks = tuple(blocks)
         config = pipe.scheduler.config
         exotic = any(config.get(option) for option in _EXOTIC_SCHEDULER_OPTIONS)
         delegate = (lambda n, tokens: flux_sigmas(n, tokens, pipe.scheduler)) if exotic else None
@@ -235,6 +256,17 @@ class FluxBackbone(PipelineBackbone):
             true_cfg=rows.scales.to(device),
             model_device=self.model_device(),
         )
+
+    # -- attention sharing ----------------------------------------------------------------------
+
+    def share_attention_values(self, shared: SharedValues) -> AbstractContextManager[None]:
+        """Within the block, the value projections of the :attr:`value_blocks` single-stream
+        attention layers go through ``shared`` (recorded during an inversion, read during the edit:
+        RF-Solver-Edit's and FireFlow's feature sharing). As those editors, the whole sequence's
+        values (text and image tokens) are shared; the original attention processors are put back
+        on exit."""
+        blocks = self.pipe.transformer.single_transformer_blocks
+        return tapped_values({b: blocks[b].attn for b in self.value_blocks}, shared.tap)
 
     # -- the model call -------------------------------------------------------------------------
 

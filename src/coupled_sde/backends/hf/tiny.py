@@ -200,7 +200,7 @@ def _sd_scheduler(prediction_type: str) -> object:
     )
 
 
-def tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True) -> FluxPipeline:
+def tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True, single_layers: int = 1) -> FluxPipeline:
     """Build a complete tiny ``FluxPipeline`` with random weights, offline.
 
     Args:
@@ -210,11 +210,13 @@ def tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True) -> FluxPipel
             with a guidance embedding, dynamic-shifting scheduler config of FLUX.1-dev);
             ``False`` gives a FLUX.1-schnell-like one (no guidance embedding; scheduler with a
             static shift of 1, i.e. ``sigmas = linspace(1, 1/N, N)``).
+        single_layers: single-stream blocks of the transformer (FLUX.1 has 38; attention sharing
+            selects among them).
 
     Returns:
         A float32 ``FluxPipeline`` on the CPU: 16-channel latents, ``vae_scale_factor`` 8
         (image sides must be multiples of 16 because of FLUX's 2x2 packing), a one-block
-        double-stream + one-block single-stream transformer, CLIP and T5 text encoders of width 32.
+        double-stream + ``single_layers``-block single-stream transformer, CLIP and T5 text encoders of width 32.
         Prompts are padded to ``max_sequence_length`` T5 tokens by the pipeline (512 by default);
         pass a smaller ``max_sequence_length`` to the pipeline for speed.
     """
@@ -241,7 +243,7 @@ def tiny_flux_pipeline(seed: int = 0, guidance_embeds: bool = True) -> FluxPipel
             patch_size=1,
             in_channels=64,  # 16 latent channels x 2x2 packing
             num_layers=1,
-            num_single_layers=1,
+            num_single_layers=single_layers,
             attention_head_dim=16,
             num_attention_heads=2,
             joint_attention_dim=_TEXT_DIM,
