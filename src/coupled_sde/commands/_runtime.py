@@ -226,12 +226,14 @@ def _offline() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def check_hub_model(model: str, timeout: float = 3.0) -> None:
+def check_hub_model(model: str, timeout: float = 3.0, filename: str = "model_index.json", what: str = "model") -> None:
     """Fail fast, in one line, when ``model`` is a hub id that cannot be had: offline and not cached.
 
-    A local path is left to the loader. For a hub id: found in the local Hugging Face cache -> fine
-    (the loader reads it from there); ``HF_HUB_OFFLINE`` set -> error now; otherwise a TCP connect to
-    the hub (``HF_ENDPOINT``) with a ``timeout`` -- where huggingface_hub would retry for half a minute.
+    A local path is left to the loader. For a hub id: its ``filename`` found in the local Hugging
+    Face cache -> fine (the loader reads it from there; ``model_index.json`` for a diffusers
+    pipeline, ``config.json`` for a transformers model); ``HF_HUB_OFFLINE`` set -> error now;
+    otherwise a TCP connect to the hub (``HF_ENDPOINT``) with a ``timeout`` -- where huggingface_hub
+    would retry for half a minute. ``what`` names the model in the message (e.g. an option).
     """
     if Path(model).expanduser().exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
         return
@@ -240,14 +242,14 @@ def check_hub_model(model: str, timeout: float = 3.0) -> None:
     except ImportError:
         return  # the loader will name the missing extra
     try:
-        cached = try_to_load_from_cache(model, "model_index.json")
+        cached = try_to_load_from_cache(model, filename)
     except Exception:  # a malformed id: the loader's message is the right one
         return
     if isinstance(cached, str):
         return
     if _offline():
         raise ValueError(
-            f"model {model!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+            f"{what} {model!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
             "download it first or give a local folder"
         )
     import socket
@@ -257,6 +259,6 @@ def check_hub_model(model: str, timeout: float = 3.0) -> None:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as e:
         raise ValueError(
-            f"model {model!r} is not in the local Hugging Face cache and the hub ({host}) cannot be reached ({e}); "
+            f"{what} {model!r} is not in the local Hugging Face cache and the hub ({host}) cannot be reached ({e}); "
             "connect, or give a local folder"
         ) from None

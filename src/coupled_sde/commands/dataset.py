@@ -2,9 +2,13 @@
 
 Resumable (rerun the same command after an interruption: finished edits are skipped), shardable
 (``--shards N --shard-index i``, or one shard per GPU with ``--accelerate`` under ``accelerate
-launch -m coupled_sde run --accelerate``; see :mod:`coupled_sde.runs.launch`), with the paper's metrics (``--metrics``). Two other
-modes work on a finished run folder: ``--merge DIR`` (shard CSVs into ``results.csv``) and
-``--summarize DIR`` (mean cost and metrics per method and setting, and the CLIP-vs-LPIPS plot).
+launch -m coupled_sde run --accelerate``; see :mod:`coupled_sde.runs.launch`), with the paper's metrics (``--metrics``). Three other
+modes work on a finished run folder: ``--merge DIR`` (shard CSVs into ``results.csv``),
+``--summarize DIR`` (mean cost and metrics per method and setting, and the CLIP-vs-LPIPS plot) and
+``--evaluate-pie-bench DIR --dataset mapping_file.json`` (PIE-Bench's eight metrics per edit, and
+their means per method, setting and edit type). The last is a mode of its own: it refuses
+``--model`` / ``--out`` / ``--merge`` / ``--summarize`` (make the run, then evaluate it), and
+checks the folder, the dataset, the weight files, the device and the hub before loading a network.
 
 Only the standard library is imported at import time; torch, diffusers and the runner are imported
 inside :func:`run`.
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 _EPILOG = """\
 dataset formats (JSON or YAML):
@@ -28,6 +33,8 @@ examples:
   coupled-sde run --model black-forest-labs/FLUX.1-dev --dataset Data/flowedit.yaml --out runs/flux \\
       --methods sync-sde,flowedit --settings settings.json --metrics --lpips-weights vgg16-397923af.pth vgg.pth
   coupled-sde run --summarize runs/flux
+  coupled-sde run --evaluate-pie-bench runs/pie --dataset PIE-Bench/data/mapping_file.json \\
+      --lpips-squeeze squeezenet1_1-b8a52dc0.pth squeeze.pth --device cuda
 """
 
 
@@ -36,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = _EPILOG
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--model", help="Hugging Face Hub id or local diffusers pipeline folder")
-    parser.add_argument("--dataset", help="JSON/YAML list of triplets (our format or FlowEdit's)")
+    parser.add_argument("--dataset", help="JSON/YAML list of triplets (our format, FlowEdit's or PIE-Bench's mapping_file.json)")
     parser.add_argument("--out", help="output folder: images/, results.csv (resumes if it exists)")
     parser.add_argument(
         "--methods", default="sync-sde", help="comma-separated registered methods (default: sync-sde): sync-sde, flowedit, sdedit, ode-inversion, ..."
@@ -74,6 +81,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     m.add_argument("--merge", metavar="DIR", help="merge DIR/results.shard*.csv into DIR/results.csv")
     m.add_argument("--plot", metavar="PATH", help="where --summarize writes the CLIP-vs-LPIPS plot (default DIR/frontier.png)")
+    m.add_argument(
+        "--evaluate-pie-bench",
+        metavar="DIR",
+        help="score DIR's finished edits with PIE-Bench's metrics (--dataset: its mapping_file.json); "
+        "write DIR/pie_bench.csv and DIR/pie_bench_summary.csv (per edit type), print the summary",
+    )
+    m.add_argument(
+        "--pie-metrics",
+        choices=("paper", "tiny"),
+        default="paper",
+        help="paper: the benchmark's networks, on --device (default); tiny: tiny random networks on the CPU, "
+        "for smoke tests only (the numbers mean nothing)",
+    )
+    m.add_argument(
+        "--clip-model",
+        metavar="ID_OR_PATH",
+        help="CLIP for --pie-metrics paper: hub id or local folder (default openai/clip-vit-large-patch14, the script's)",
+    )
+    m.add_argument(
+        "--structure-model",
+        metavar="ID_OR_PATH",
+        help="DINO ViT for the structure distance: hub id or local folder (default facebook/dino-vitb8)",
+    )
+    m.add_argument(
+        "--lpips-squeeze",
+        nargs=2,
+        metavar=("SQUEEZENET", "LIN"),
+        help="local files: torchvision's squeezenet1_1 weights and lpips' v0.1 squeeze.pth (without: no LPIPS column)",
+    )
 
 
 def _methods(text: str) -> list[str]:
@@ -113,8 +149,85 @@ def summarize_folder(folder: str, plot: str | None = None) -> int:
     return 0
 
 
+def _check_pie_bench_options(args: argparse.Namespace) -> None:
+    """The option errors of ``--evaluate-pie-bench``: other modes, no ``--dataset``, missing weight files."""
+    others = [f"--{name}" for name in ("model", "out", "merge", "summarize") if getattr(args, name)]
+    if others:
+        raise ValueError(
+            f"--evaluate-pie-bench works on a finished run and cannot be combined with {', '.join(others)}: "
+            "make (and merge) the run first, then evaluate its folder"
+        )
+    if not args.dataset:
+        raise ValueError("--evaluate-pie-bench needs --dataset: PIE-Bench's mapping_file.json")
+    for path in args.lpips_squeeze or ():
+        if not Path(path).expanduser().is_file():
+            raise FileNotFoundError(f"--lpips-squeeze: no such file {path!r}")
+
+
+def _check_metric_model(name: str, option: str) -> None:
+    """A local checkpoint folder must exist; a hub id must be cached or the hub reachable (before any load)."""
+    from ._runtime import check_hub_model
+
+    if Path(name).expanduser().exists():
+        return
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise FileNotFoundError(f"{option}: no such folder {name!r}")
+    check_hub_model(name, filename="config.json", what=option)
+
+
+def _pie_metrics(args: argparse.Namespace) -> Any:
+    """PIE-Bench's metric networks as chosen by ``--pie-metrics``: the real ones on ``--device`` (default: the
+    first available), their hub ids or folders checked first; the tiny ones on the CPU."""
+    from coupled_sde.editing.loading import default_device
+    from coupled_sde.metrics.pie_bench import PIE_CLIP_MODEL, PieBenchMetrics
+    from coupled_sde.metrics.structure import DEFAULT_STRUCTURE_MODEL
+
+    if args.pie_metrics == "tiny":
+        return PieBenchMetrics.tiny(0)
+    clip, structure = args.clip_model or PIE_CLIP_MODEL, args.structure_model or DEFAULT_STRUCTURE_MODEL
+    _check_metric_model(clip, "--clip-model")
+    _check_metric_model(structure, "--structure-model")
+    if not args.lpips_squeeze:
+        print("note: no --lpips-squeeze SQUEEZENET LIN: the lpips_unedit_part column is skipped", file=sys.stderr, flush=True)
+    squeezenet, lin = args.lpips_squeeze or (None, None)
+    device = args.device or default_device()
+    return PieBenchMetrics.from_pretrained(squeezenet, lin, device=device, clip_model=clip, structure_model=structure)
+
+
+def evaluate_pie_bench_folder(args: argparse.Namespace) -> int:
+    """``--evaluate-pie-bench DIR``: score the run's finished edits, print and write the per-edit-type summary.
+
+    Everything that can be checked without a network is checked first (options, files, the
+    extra, the device, the run folder against the dataset), so that bad input costs no load.
+    """
+    from coupled_sde._optional import require
+
+    from ._runtime import check_device
+
+    _check_pie_bench_options(args)
+    require("transformers", "metrics")
+    check_device(args.device)
+    from coupled_sde.runs import evaluate_pie_bench, load_triplets, summarize_pie_bench
+    from coupled_sde.runs.pie_bench import scorable_edits
+
+    folder = Path(args.evaluate_pie_bench).expanduser()
+    triplets = load_triplets(args.dataset, args.image_root)
+    edits = scorable_edits(folder, triplets)
+    metrics = _pie_metrics(args)
+    print(f"scoring {len(edits)} edit(s) of {folder} ...", file=sys.stderr, flush=True)
+    scores = evaluate_pie_bench(folder, triplets, metrics)
+    table = summarize_pie_bench(scores)
+    print(table)
+    summary = table.write_csv(folder / "pie_bench_summary.csv")
+    print(f"scores: {scores}")
+    print(f"summary: {summary}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    """Merge, summarize, or edit (this process's shard of) a dataset."""
+    """Evaluate on PIE-Bench, merge, summarize, or edit (this process's shard of) a dataset."""
+    if args.evaluate_pie_bench:
+        return evaluate_pie_bench_folder(args)
     if args.merge:
         from coupled_sde.runs import merge_results
 
@@ -125,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         return summarize_folder(args.summarize, args.plot)
     missing = [f"--{name}" for name in ("model", "dataset", "out") if not getattr(args, name)]
     if missing:
-        raise ValueError(f"{', '.join(missing)} required (or --summarize DIR / --merge DIR)")
+        raise ValueError(f"{', '.join(missing)} required (or --summarize DIR / --merge DIR / --evaluate-pie-bench DIR)")
     methods, seeds = _methods(args.methods), _seeds(args.seed)
     if args.metrics == "paper" and not args.lpips_weights:
         raise ValueError("--metrics paper needs --lpips-weights VGG LIN (or use --metrics pixel)")

@@ -20,8 +20,10 @@ from .results import (
     done_keys,
     merge_results,
     read_results,
+    read_run,
     result_files,
     results_path,
+    unique_rows,
 )
 from .runner import Job, RunReport, build_metrics, plan, run_dataset
 from .settings import expand, load_settings, settings_key, settings_slug
@@ -50,6 +52,7 @@ __all__ = [
     "plan",
     "plot_frontier",
     "read_results",
+    "read_run",
     "result_files",
     "results_path",
     "run_dataset",
@@ -57,6 +60,7 @@ __all__ = [
     "settings_slug",
     "summarize",
     "summarize_pie_bench",
+    "unique_rows",
     "decode_rle_mask",
     "evaluate_pie_bench",
     "parse_pie_bench",

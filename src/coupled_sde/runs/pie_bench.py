@@ -10,7 +10,8 @@ markers, the edit type, the instruction and the run-length-encoded mask (for eva
 methods do not see it, as in the benchmark).
 
 :func:`evaluate_pie_bench` scores a finished run folder the way ``evaluate.py`` does -- source image
-against the saved edit, with the decoded mask -- into ``pie_bench.csv``;
+against the saved edit, with the decoded mask -- into ``pie_bench.csv`` (:func:`scorable_edits`: which
+edits, checked before any network is loaded);
 :func:`coupled_sde.runs.summary.summarize_pie_bench` averages it per method, setting and edit type.
 """
 
@@ -29,7 +30,15 @@ from coupled_sde.metrics.pie_bench import PIE_METRICS
 
 from .triplet import Triplet
 
-__all__ = ["EDIT_TYPES", "PIE_COLUMNS", "decode_rle_mask", "evaluate_pie_bench", "is_pie_bench", "parse_pie_bench"]
+__all__ = [
+    "EDIT_TYPES",
+    "PIE_COLUMNS",
+    "decode_rle_mask",
+    "evaluate_pie_bench",
+    "is_pie_bench",
+    "parse_pie_bench",
+    "scorable_edits",
+]
 
 #: PIE-Bench's ten editing types (``editing_type_id``), as its image folders name them.
 EDIT_TYPES = {
@@ -129,13 +138,44 @@ def _strip(prompt: str) -> str:
 PIE_COLUMNS = ("triplet_id", "method", "settings", "seed", "edit_type", *PIE_METRICS)
 
 
+def scorable_edits(run_dir: str | os.PathLike, triplets: Sequence[Triplet]) -> list[tuple[dict[str, str], Triplet]]:
+    """The finished edits of ``run_dir`` that PIE-Bench can score, each with its triplet, in the dataset's order.
+
+    One entry per edit (a run folder merged with its shard files kept lists each edit twice);
+    failed edits are left out. Raises before anything is scored -- ``FileNotFoundError`` without a
+    run folder or result files in it, ``ValueError`` when no triplet carries a PIE-Bench mask (the
+    dataset is not PIE-Bench's mapping file) or no finished edit belongs to one that does (another
+    dataset's run) -- so that callers can check a run before loading the metric networks.
+    """
+    from .results import read_run
+
+    run = Path(run_dir).expanduser()
+    if not run.is_dir():
+        raise FileNotFoundError(f"no run folder {str(run)!r}")
+    rows = read_run(run)
+    order = {t.id: n for n, t in enumerate(triplets) if t.eval_mask is not None}
+    if not order:
+        raise ValueError("none of the triplets carries a PIE-Bench mask: load the dataset from PIE-Bench's mapping file")
+    by_id = {t.id: t for t in triplets}
+    finished = [r for r in rows if not r.get("error") and r.get("output")]
+    done = [r for r in finished if r["triplet_id"] in order]
+    if not done:
+        raise ValueError(
+            f"no finished edit in {str(run)!r} belongs to a PIE-Bench triplet of this dataset "
+            f"({len(rows)} edit(s) in its results, {len(finished)} finished)"
+        )
+    done.sort(key=lambda r: order[r["triplet_id"]])  # stable: triplet-major, each source image loaded once
+    return [(r, by_id[r["triplet_id"]]) for r in done]
+
+
 def evaluate_pie_bench(
     run_dir: str | os.PathLike, triplets: Sequence[Triplet], metrics: Any, out: str | os.PathLike | None = None
 ) -> Path:
     """Score every finished edit of ``run_dir`` whose triplet carries a PIE-Bench mask; write ``pie_bench.csv``.
 
     ``metrics`` is a :class:`~coupled_sde.metrics.pie_bench.PieBenchMetrics` or the name ``"tiny"``.
-    Each edit is read back from its saved image and compared with the source image at the source's
+    The edits are :func:`scorable_edits` (its errors are raised before any network is built). Each
+    edit is read back from its saved image and compared with the source image at the source's
     size (an edit of another size, from a resized run, is resized back). Rewritten from scratch on
     every call (it is derived from the run's files).
     """
@@ -145,29 +185,23 @@ def evaluate_pie_bench(
     from coupled_sde.metrics._image import resize
     from coupled_sde.metrics.pie_bench import PieBenchMetrics
 
-    from .results import read_results, result_files
-
-    if isinstance(metrics, str):
-        if metrics != "tiny":
-            raise ValueError(f"unknown PIE-Bench metrics {metrics!r}: pass 'tiny' or a PieBenchMetrics")
-        metrics = PieBenchMetrics.tiny(0)
+    if isinstance(metrics, str) and metrics != "tiny":
+        raise ValueError(f"unknown PIE-Bench metrics {metrics!r}: pass 'tiny' or a PieBenchMetrics")
     run = Path(run_dir).expanduser()
-    by_id = {t.id: t for t in triplets if t.eval_mask is not None}
-    if not by_id:
-        raise ValueError("none of the triplets carries a PIE-Bench mask: load the dataset from PIE-Bench's mapping file")
-    rows = [r for r in read_results(result_files(run)) if not r.get("error") and r["triplet_id"] in by_id and r.get("output")]
+    edits = scorable_edits(run, triplets)
+    if isinstance(metrics, str):
+        metrics = PieBenchMetrics.tiny(0)
     columns = PIE_COLUMNS
     target = Path(out) if out is not None else run / "pie_bench.csv"
     sources: dict[str, Any] = {}
     with open(target, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
-        for row in rows:
-            t = by_id[row["triplet_id"]]
+        for row, t in edits:
             if t.id not in sources:
                 x = load_image(t.image)
                 mask = torch.from_numpy(decode_rle_mask(t.eval_mask, tuple(x.shape[-2:]))).float()
-                sources = {t.id: (x, mask)}  # one source at a time: rows are triplet-major
+                sources = {t.id: (x, mask)}  # one source at a time: the edits are triplet-major
             x, mask = sources[t.id]
             edited = load_image(run / row["output"])
             if edited.shape != x.shape:

@@ -35,9 +35,11 @@ __all__ = [
     "done_keys",
     "merge_results",
     "read_results",
+    "read_run",
     "result_files",
     "results_path",
     "row_key",
+    "unique_rows",
 ]
 
 #: Metric columns (empty when metrics are off): CLIP score (up), LPIPS, DINO distance, L1 on 0..255 (down).
@@ -106,6 +108,37 @@ def read_results(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list
                     continue
                 rows.append(row)
     return rows
+
+
+def unique_rows(rows: Iterable[dict[str, str]]) -> list[dict[str, str]]:
+    """One row per edit key, in first-seen order: a row without error wins over failed attempts, otherwise the first seen.
+
+    What reading several result files of one run needs (``results.csv`` next to the shard files it
+    was merged from lists every edit twice; a failed attempt may precede its successful retry).
+    """
+    unique: dict[tuple[str, str, str, str], dict[str, str]] = {}
+    for row in rows:
+        key = row_key(row)
+        if key not in unique or (unique[key].get("error") and not row.get("error")):
+            unique[key] = row
+    return list(unique.values())
+
+
+def read_run(source: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a run folder (all its result files) or of one results CSV, one per edit (:func:`unique_rows`).
+
+    Raises ``FileNotFoundError`` for a missing path or a folder without result files.
+    """
+    p = Path(source)
+    if p.is_dir():
+        files = result_files(p)
+        if not files:
+            raise FileNotFoundError(f"no results.csv or results.shard*.csv in {str(p)!r}")
+    elif p.is_file():
+        files = [p]
+    else:
+        raise FileNotFoundError(f"no results file or folder {str(p)!r}")
+    return unique_rows(read_results(files))
 
 
 def done_keys(out_dir: str | os.PathLike) -> set[tuple[str, str, str, str]]:
@@ -318,13 +351,8 @@ def merge_results(out_dir: str | os.PathLike, remove_shards: bool = False) -> Pa
     files = result_files(d)
     if not files:
         raise FileNotFoundError(f"no results.csv or results.shard*.csv in {str(d)!r}")
-    merged: dict[tuple[str, str, str, str], dict[str, str]] = {}
-    for row in read_results(files):
-        key = row_key(row)
-        if key not in merged or (merged[key].get("error") and not row.get("error")):
-            merged[key] = row
     target = d / "results.csv"
-    _write_atomic(target, merged.values())
+    _write_atomic(target, unique_rows(read_results(files)))
     if remove_shards:
         for p in files:
             if p != target:

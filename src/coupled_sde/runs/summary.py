@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .results import METRIC_COLUMNS, read_results, result_files, row_key
+from .results import METRIC_COLUMNS, read_run
 
 __all__ = ["Table", "plot_frontier", "summarize", "summarize_pie_bench"]
 
@@ -56,24 +56,6 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _rows(source: str | os.PathLike) -> list[dict[str, str]]:
-    p = Path(source)
-    if p.is_dir():
-        files = result_files(p)
-        if not files:
-            raise FileNotFoundError(f"no results.csv or results.shard*.csv in {str(p)!r}")
-    elif p.is_file():
-        files = [p]
-    else:
-        raise FileNotFoundError(f"no results file or folder {str(p)!r}")
-    unique: dict[tuple[str, str, str, str], dict[str, str]] = {}
-    for row in read_results(files):
-        key = row_key(row)
-        if key not in unique or (unique[key].get("error") and not row.get("error")):
-            unique[key] = row
-    return list(unique.values())
-
-
 def _mean(values: list[str]) -> float | None:
     numbers = [float(v) for v in values if v not in ("", None)]
     numbers = [x for x in numbers if math.isfinite(x)]
@@ -88,7 +70,7 @@ def summarize(source: str | os.PathLike) -> Table:
     ``clip``, ``lpips``, ``dino``, ``l1`` (``None`` where no value was recorded).
     """
     groups: dict[tuple[str, str], list[dict[str, str]]] = {}
-    for row in _rows(source):
+    for row in read_run(source):
         groups.setdefault((row["method"], row["settings"]), []).append(row)
     table = Table(["method", "settings", "edits", "failed", *_MEANS])
     for (method, settings), rows in sorted(groups.items()):
