@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from backbone_checks import assert_bf16_model_float32_state
+from backbone_checks import assert_bf16_model_float32_state, generate, pipeline_latents, relative_error
 
 from coupled_sde.backends.base import Condition, ImageBackbone
 from coupled_sde.backends.hf import StableDiffusionBackbone, tiny_sd_pipeline
@@ -176,3 +176,18 @@ def test_from_pretrained_loads_a_saved_pipeline(tmp_path):
     u = backbone.predict(x, 10, backbone.encode_conditions([Condition("a cat")]))
     reference = StableDiffusionBackbone(pipe)
     torch.testing.assert_close(u, reference.predict(x, 10, reference.encode_conditions([Condition("a cat")])))
+
+
+@pytest.mark.parametrize("rescale", [0.0, 0.7])
+def test_generation_and_guidance_rescale_match_the_pipeline(sd_pipe, sd_v_pipe, rescale):
+    """The DDIM chain equals ``StableDiffusionPipeline``'s own loop, with its ``guidance_rescale`` too
+    (Lin et al. 2024; on the epsilon and the v-prediction model)."""
+    for pipe in (sd_pipe, sd_v_pipe):
+        backbone = StableDiffusionBackbone(pipe, guidance_rescale=rescale)
+        x_T = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(4))
+        ours, _ = generate(backbone, x_T, Condition("a photo of a cat", guidance=7.5), 4)
+        reference = pipeline_latents(pipe, x_T, "a photo of a cat", 4, 32, 32, guidance_scale=7.5, guidance_rescale=rescale)
+        assert relative_error(ours, reference) < 1e-5, relative_error(ours, reference)
+        if rescale:
+            plain = pipeline_latents(pipe, x_T, "a photo of a cat", 4, 32, 32, guidance_scale=7.5)
+            assert relative_error(plain, reference) > 1e-3

@@ -172,3 +172,18 @@ def test_from_pretrained_loads_a_saved_pipeline(tmp_path):
     pipe = tiny_sdxl_pipeline(seed=2, prediction_type="v_prediction")
     loaded = assert_from_pretrained_matches(StableDiffusionXLBackbone, pipe, tmp_path, _state(1, 1), 10)
     assert loaded.prediction == "v"
+
+
+@pytest.mark.parametrize("which", ["sdxl", "sdxl_v"])
+def test_guidance_rescale_matches_the_pipeline(request, which):
+    """``guidance_rescale = 0.7`` (Lin et al. 2024) is the pipeline's, and it changes the samples."""
+    pipe = request.getfixturevalue(which).pipe
+    rescaled = StableDiffusionXLBackbone(pipe, guidance_rescale=0.7)
+    x_T = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(4))
+    ours, _ = generate(rescaled, x_T, Condition("a photo of a cat", guidance=5.0), 4)
+    reference = pipeline_latents(pipe, x_T, "a photo of a cat", 4, 32, 48, guidance_scale=5.0, guidance_rescale=0.7)
+    plain = pipeline_latents(pipe, x_T, "a photo of a cat", 4, 32, 48, guidance_scale=5.0)
+    assert relative_error(ours, reference) < 1e-5, relative_error(ours, reference)
+    assert relative_error(plain, reference) > 1e-3
+    with pytest.raises(ValueError, match=r"guidance_rescale must lie in \[0, 1\]"):
+        StableDiffusionXLBackbone(pipe, guidance_rescale=1.5)

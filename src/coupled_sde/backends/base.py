@@ -103,6 +103,7 @@ def guided_predict(
     guided: Sequence[int] | torch.Tensor,
     scales: torch.Tensor,
     call: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    rescale: float = 0.0,
 ) -> torch.Tensor:
     """Members and the guidance rows they need in **one** model call, then classifier-free guidance.
 
@@ -112,6 +113,11 @@ def guided_predict(
     again -- where ``member`` ``(N,)`` says which member each row belongs to and ``negative`` ``(N,)``
     whether it is a guidance row (so the backbone picks its prompt or class). Returns
     ``(K, B, *latent)`` with ``out_neg + w (out_pos - out_neg)`` for the guided members.
+
+    ``rescale = phi > 0`` is the guidance rescale of Lin et al. 2024 ("Common Diffusion Noise
+    Schedules and Sample Steps are Flawed", §3.4; diffusers' ``guidance_rescale``): each guided
+    sample's output is scaled to the standard deviation of its conditional output, then mixed,
+    ``phi * out * std(out_pos) / std(out) + (1 - phi) * out`` (standard deviations over the latent).
     """
     K, B = x.shape[0], x.shape[1]
     g = torch.as_tensor(guided, dtype=torch.long)
@@ -129,5 +135,10 @@ def guided_predict(
     w = scales.to(out).reshape((G,) + (1,) * (x.dim() - 1))
     pos = pos.clone()
     index = g.to(pos.device)
-    pos[index] = neg + w * (pos[index] - neg)
+    guided = neg + w * (pos[index] - neg)
+    if rescale:
+        dims = tuple(range(2, guided.dim()))
+        ratio = pos[index].std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True)
+        guided = torch.lerp(guided, guided * ratio, float(rescale))
+    pos[index] = guided
     return pos

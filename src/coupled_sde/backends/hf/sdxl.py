@@ -67,6 +67,9 @@ class StableDiffusionXLBackbone(PipelineBackbone):
         pipe: the pipeline whose UNet, VAE, both text encoders and scheduler config are used.
         default_guidance: CFG scale for members whose ``guidance`` is ``None`` (5.0, the pipeline's).
         crops_coords_top_left: the added-time-id crop coordinates (``(0, 0)`` as the pipeline).
+        guidance_rescale: the pipelines' ``guidance_rescale`` (Lin et al. 2024, §3.4): guided outputs
+            rescaled towards the conditional output's standard deviation; 0 (default) is plain CFG,
+            0.7 the paper's value for zero-terminal-SNR v-prediction models.
     """
 
     name = "sdxl"
@@ -74,6 +77,7 @@ class StableDiffusionXLBackbone(PipelineBackbone):
     pipelines = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline")
     dtype = torch.float16
     denoiser_name = "unet"
+    init_options = ("default_guidance", "crops_coords_top_left", "guidance_rescale")
     #: As Stable Diffusion's (50 DDIM timesteps from index 10, t = 781; DDIM inversion under the source
     #: at CFG 1) with the pipeline's CFG 5.0 (the members' default guidance). Not tuned for SDXL.
     defaults = {
@@ -89,6 +93,7 @@ class StableDiffusionXLBackbone(PipelineBackbone):
         *,
         default_guidance: float = DEFAULT_GUIDANCE,
         crops_coords_top_left: tuple[int, int] = (0, 0),
+        guidance_rescale: float = 0.0,
     ):
         config = pipe.scheduler.config
         prediction_type = config.get("prediction_type", "epsilon")
@@ -98,6 +103,10 @@ class StableDiffusionXLBackbone(PipelineBackbone):
             raise ValueError("guidance-embedded (LCM-distilled) SDXL UNets are not supported: their CFG is an input, not rows")
         self.pipe = pipe
         self.default_guidance = float(default_guidance)
+        if not 0.0 <= guidance_rescale <= 1.0:
+            raise ValueError(f"guidance_rescale must lie in [0, 1], got {guidance_rescale!r}")
+        #: The pipelines' ``guidance_rescale`` (Lin et al. 2024): 0 = plain CFG.
+        self.guidance_rescale = float(guidance_rescale)
         self.crops_coords_top_left = tuple(int(c) for c in crops_coords_top_left)
         self.prediction: Prediction = _PREDICTIONS[prediction_type]
         self.schedule = DiscreteVP.from_config(config, pipe.scheduler.alphas_cumprod)
@@ -173,7 +182,7 @@ class StableDiffusionXLBackbone(PipelineBackbone):
             )[0]
             return out.float()
 
-        return guided_predict(x, encoded.rows.guided, encoded.rows.scales, call).to(x.device)
+        return guided_predict(x, encoded.rows.guided, encoded.rows.scales, call, self.guidance_rescale).to(x.device)
 
     # -- images ---------------------------------------------------------------------------------
 

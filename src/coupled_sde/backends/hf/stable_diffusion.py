@@ -84,6 +84,9 @@ class StableDiffusionBackbone(PipelineBackbone):
     Args:
         pipe: the pipeline whose ``unet``, ``vae``, text encoder and scheduler config are used.
         default_guidance: CFG scale for members whose ``guidance`` is ``None`` (7.5, diffusers' default).
+        guidance_rescale: the pipelines' ``guidance_rescale`` (Lin et al. 2024, §3.4): guided outputs
+            rescaled towards the conditional output's standard deviation; 0 (default) is plain CFG,
+            0.7 the paper's value for zero-terminal-SNR v-prediction models.
     """
 
     name = "stable-diffusion"
@@ -101,13 +104,19 @@ class StableDiffusionBackbone(PipelineBackbone):
         "flowedit": {"steps": 50, "start": 10, "guidance": 7.5},
     }
 
-    def __init__(self, pipe: StableDiffusionPipeline, *, default_guidance: float = DEFAULT_GUIDANCE):
+    init_options = ("default_guidance", "guidance_rescale")
+
+    def __init__(self, pipe: StableDiffusionPipeline, *, default_guidance: float = DEFAULT_GUIDANCE, guidance_rescale: float = 0.0):
         config = pipe.scheduler.config
         prediction_type = config.get("prediction_type", "epsilon")
         if prediction_type not in _PREDICTIONS:
             raise ValueError(f"unsupported prediction_type {prediction_type!r}; expected 'epsilon' or 'v_prediction'")
         self.pipe = pipe
         self.default_guidance = float(default_guidance)
+        if not 0.0 <= guidance_rescale <= 1.0:
+            raise ValueError(f"guidance_rescale must lie in [0, 1], got {guidance_rescale!r}")
+        #: The pipelines' ``guidance_rescale`` (Lin et al. 2024): 0 = plain CFG.
+        self.guidance_rescale = float(guidance_rescale)
         self.prediction: Prediction = _PREDICTIONS[prediction_type]
         self.schedule = DiscreteVP.from_config(config, pipe.scheduler.alphas_cumprod)
 
@@ -168,7 +177,7 @@ class StableDiffusionBackbone(PipelineBackbone):
             return self._unet(latents, t, encoded.prompt_embeds[rows], encoded.model_device)
 
         cfg = encoded.cfg_members.cpu()
-        return guided_predict(x, cfg, encoded.guidance[cfg.to(encoded.guidance.device)], call).to(x.device)
+        return guided_predict(x, cfg, encoded.guidance[cfg.to(encoded.guidance.device)], call, self.guidance_rescale).to(x.device)
 
     def _check_state(self, x: torch.Tensor, encoded: StableDiffusionConditions) -> tuple[int, int, int, int, int]:
         """Validate ``x``'s shape against the members and the UNet's channels; return it."""
