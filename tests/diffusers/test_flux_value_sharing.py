@@ -48,7 +48,9 @@ def test_value_sharing_matches_the_authors_feature_sharing(flux4, flux4_pipe, im
     assert err < 1e-5, err
     assert effect > 1e-3, effect  # the shared values do change the edit
     assert ours.model_calls == plain.model_calls
-    assert ode_inversion(flux4, x0, SRC, TGT, n_steps=N_STEPS, start=0, integrator=kind, share_values=0).latents.equal(plain.latents)
+    assert ode_inversion(flux4, x0, SRC, TGT, n_steps=N_STEPS, start=0, integrator=kind, share_values=0).latents.equal(
+        plain.latents
+    )
 
 
 def test_shared_values_are_per_sample_with_a_mask_and_processors_come_back(flux4, images):

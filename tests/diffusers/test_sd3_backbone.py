@@ -18,7 +18,7 @@ from backbone_checks import (
 )
 
 from coupled_sde.backends.base import Condition, ImageBackbone
-from coupled_sde.backends.hf.sd3 import StableDiffusion3Backbone, sd3_sigmas
+from coupled_sde.backends.hf.sd3 import SkipLayerGuidance, StableDiffusion3Backbone, sd3_sigmas
 from coupled_sde.backends.hf.tiny_backbones import tiny_sd3_pipeline
 from coupled_sde.editing import flowedit
 from coupled_sde.editing.registry import resolve_settings
@@ -179,3 +179,34 @@ def test_from_pretrained_loads_a_saved_pipeline(tmp_path):
     pipe = tiny_sd3_pipeline(seed=2)
     assert_from_pretrained_matches(StableDiffusion3Backbone, pipe, tmp_path, _state(1, 1), 0.5, max_sequence_length=T5_LENGTH)
     assert type(as_backbone(pipe)) is StableDiffusion3Backbone  # by pipeline class
+
+
+def test_skip_layer_guidance_matches_the_pipeline(sd3_pipe):
+    """SD3.5's skip-layer guidance on its steps N start < i < N stop (here 1, 2, 3 of 6): the pipeline's loop,
+    one extra transformer call per evaluation inside the window, and a visible effect."""
+    n_steps, layers = 6, (1,)
+    pipe = tiny_sd3_pipeline(seed=2, layers=2)
+    plain = StableDiffusion3Backbone(pipe, max_sequence_length=T5_LENGTH)
+    slg = plain.pipeline_skip_layer_guidance(n_steps, 32, 32, layers=layers, scale=2.0, start=0.1, stop=0.6)
+    sigmas = plain.schedule.sigmas(n_steps, 4)
+    assert slg.window == (float(sigmas[3]), float(sigmas[1]))
+    guided = StableDiffusion3Backbone(pipe, max_sequence_length=T5_LENGTH, skip_layer_guidance=slg)
+    x_T = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(11))
+    with CallCounter(pipe.transformer) as calls:
+        ours, _ = generate(guided, x_T, Condition("a photo of a cat", guidance=4.5), n_steps)
+    assert calls.batches == [4, 4, 2, 4, 2, 4, 2, 4, 4]  # cond + uncond rows; the 3 skip calls on the 2 cond rows
+    reference = pipeline_latents(
+        pipe, x_T, "a photo of a cat", n_steps, 32, 32, guidance_scale=4.5, max_sequence_length=T5_LENGTH,
+        skip_guidance_layers=list(layers), skip_layer_guidance_scale=2.0, skip_layer_guidance_start=0.1,
+        skip_layer_guidance_stop=0.6,
+    )  # fmt: skip
+    without, _ = generate(plain, x_T, Condition("a photo of a cat", guidance=4.5), n_steps)
+    assert relative_error(ours, reference) < 1e-5, relative_error(ours, reference)
+    assert relative_error(without, reference) > 1e-3
+    unguided, _ = generate(guided, x_T, Condition("a photo of a cat", guidance=1.0), n_steps)  # no CFG, no SLG
+    assert torch.equal(unguided, generate(plain, x_T, Condition("a photo of a cat", guidance=1.0), n_steps)[0])
+    assert plain.pipeline_skip_layer_guidance(n_steps, 32, 32, layers=layers, start=0.5, stop=0.6) is None
+    with pytest.raises(ValueError, match="exceed the transformer's 2 blocks"):
+        StableDiffusion3Backbone(pipe, skip_layer_guidance=SkipLayerGuidance((2,)))
+    with pytest.raises(ValueError, match="window must satisfy"):
+        SkipLayerGuidance((0,), window=(0.5, 0.2))

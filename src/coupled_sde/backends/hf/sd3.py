@@ -20,6 +20,15 @@ diffusers conventions used (0.42.x, ``pipelines/stable_diffusion_3/pipeline_stab
   ``s = linspace(1, shift(1/1000), N)``, ``sigma = shift s / (1 + (shift - 1) s)``, static shift 3.0
   for SD3 medium and SD3.5 -- then appends 0 (:func:`sd3_sigmas`).
 
+Skip-layer guidance (SD3.5 Medium's recommended extra guidance; diffusers' ``skip_guidance_layers``,
+after Stability AI's SD3.5 reference code and the STG/SLG idea of Hyung et al. 2024): inside a window
+of noise levels, the guided members' conditional rows are evaluated once more with some transformer
+blocks skipped and ``scale (u_cond - u_skip)`` is added to their guided prediction
+(:class:`SkipLayerGuidance`). The pipeline states the window as a fraction of its step *index*,
+which a drift evaluated at a noise level does not see; the window here is the interval of noise
+levels, and :meth:`StableDiffusion3Backbone.pipeline_skip_layer_guidance` converts the pipeline's
+fractions for a given number of steps (then the same steps get it).
+
 Per-method defaults (:attr:`StableDiffusion3Backbone.defaults`, registry name ``"sd3"``): FlowEdit's
 published SD3 settings (Kulikov et al., ICCV 2025): 50 steps, ``n_max = 33``, source / target CFG
 3.5 / 13.5. The other methods get the FLUX.1 reference grid (28 steps from index 4, sigma = 0.95 on
@@ -28,6 +37,8 @@ this schedule) and the pipeline's CFG: an untuned starting point, no published s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,7 +55,7 @@ from coupled_sde.schedules import RectifiedFlow, calculate_shift
 if TYPE_CHECKING:
     from diffusers import StableDiffusion3Pipeline
 
-__all__ = ["StableDiffusion3Backbone", "SD3Conditions", "sd3_sigmas"]
+__all__ = ["SkipLayerGuidance", "StableDiffusion3Backbone", "SD3Conditions", "sd3_sigmas"]
 
 #: CFG scale for members whose ``guidance`` is ``None``: ``StableDiffusion3Pipeline``'s default.
 DEFAULT_GUIDANCE = 7.0
@@ -101,6 +112,35 @@ class SD3Conditions(PooledTextConditions):
     the concatenated CLIP projections ``(U, pooled_dim)``."""
 
 
+@dataclass(frozen=True)
+class SkipLayerGuidance:
+    """Skip-layer guidance: ``u <- u + scale (u_cond - u_skip)`` for guided members at noise levels in ``window``.
+
+    Attributes:
+        layers: the transformer blocks skipped in the extra call (SD3.5 Medium: 7, 8, 9).
+        scale: the guidance scale (diffusers' ``skip_layer_guidance_scale``, 2.8).
+        window: ``(sigma_low, sigma_high)``, inclusive: where it applies. Each evaluation inside it
+            costs one more transformer call on the guided members' conditional rows.
+    """
+
+    layers: tuple[int, ...]
+    scale: float = 2.8
+    window: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if not self.layers or any(int(b) != b or b < 0 for b in self.layers):
+            raise ValueError(f"skip-layer guidance needs block indices >= 0, got {self.layers!r}")
+        if not self.scale >= 0:
+            raise ValueError(f"the skip-layer guidance scale must be >= 0, got {self.scale!r}")
+        low, high = self.window
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(f"the skip-layer guidance window must satisfy 0 <= low <= high <= 1, got {self.window!r}")
+
+    def applies(self, sigma: float) -> bool:
+        low, high = self.window
+        return low <= sigma <= high
+
+
 @register_backbone
 class StableDiffusion3Backbone(PipelineBackbone):
     """A ``StableDiffusion3Pipeline`` (SD3 medium, SD3.5 medium / large / large-turbo) seen as an image backbone.
@@ -115,6 +155,8 @@ class StableDiffusion3Backbone(PipelineBackbone):
         default_guidance: CFG scale for members whose ``guidance`` is ``None`` (7.0, the pipeline's
             default; FlowEdit uses 3.5 / 13.5, see :attr:`defaults`).
         max_sequence_length: T5 prompt length (the pipeline's 256).
+        skip_layer_guidance: a :class:`SkipLayerGuidance` for every edit and generation (``None``:
+            none); :meth:`pipeline_skip_layer_guidance` builds the pipeline's.
     """
 
     name = "sd3"
@@ -123,7 +165,7 @@ class StableDiffusion3Backbone(PipelineBackbone):
     dtype = torch.bfloat16
     patch_size = 2
     size_reason = " and the transformer patchifies 2x2"
-    init_options = ("default_guidance", "max_sequence_length")
+    init_options = ("default_guidance", "max_sequence_length", "skip_layer_guidance")
     #: FlowEdit's published SD3 setting (n_max = 33 of 50 steps, i.e. start 17); the FLUX.1
     #: reference grid for the others (not tuned for SD3).
     defaults = {
@@ -135,15 +177,47 @@ class StableDiffusion3Backbone(PipelineBackbone):
     prediction: Prediction = "flow"
 
     def __init__(
-        self, pipe: StableDiffusion3Pipeline, *, default_guidance: float = DEFAULT_GUIDANCE, max_sequence_length: int = 256
+        self,
+        pipe: StableDiffusion3Pipeline,
+        *,
+        default_guidance: float = DEFAULT_GUIDANCE,
+        max_sequence_length: int = 256,
+        skip_layer_guidance: SkipLayerGuidance | None = None,
     ):
         self.pipe = pipe
         self.default_guidance = float(default_guidance)
         self.max_sequence_length = int(max_sequence_length)
+        blocks = len(pipe.transformer.transformer_blocks)
+        if skip_layer_guidance is not None and max(skip_layer_guidance.layers) >= blocks:
+            raise ValueError(f"skip-layer guidance layers {skip_layer_guidance.layers} exceed the transformer's {blocks} blocks")
+        #: Skip-layer guidance applied by :meth:`predict` (``None``: none).
+        self.skip_layer_guidance = skip_layer_guidance
         #: The pipeline's (double-shifted) schedule, over the transformer's 2x2 patches.
         self.schedule = RectifiedFlow.from_config(
             pipe.scheduler.config, patch=2, sigmas_fn=lambda n, tokens: sd3_sigmas(n, tokens, pipe.scheduler)
         )
+
+    def pipeline_skip_layer_guidance(
+        self,
+        n_steps: int,
+        height: int,
+        width: int,
+        layers: Sequence[int] = (7, 8, 9),
+        scale: float = 2.8,
+        start: float = 0.01,
+        stop: float = 0.2,
+    ) -> SkipLayerGuidance | None:
+        """The pipeline's ``skip_guidance_layers=layers, skip_layer_guidance_scale=scale, _start=start,
+        _stop=stop`` for ``n_steps`` steps on an ``height x width`` image: its steps ``N start < i < N stop``
+        as the window of their noise levels (``None`` when no step falls inside)."""
+        if not 0.0 <= start <= stop <= 1.0:
+            raise ValueError(f"skip-layer guidance needs 0 <= start <= stop <= 1, got {start}, {stop}")
+        _, h, w = self.latent_shape(height, width)
+        sigmas = self.schedule.sigmas(n_steps, self.schedule.tokens((self.latent_channels, h, w)))
+        inside = [float(sigmas[i]) for i in range(n_steps) if n_steps * start < i < n_steps * stop]
+        if not inside:
+            return None
+        return SkipLayerGuidance(tuple(int(b) for b in layers), float(scale), (min(inside), max(inside)))
 
     # -- conditioning ---------------------------------------------------------------------------
 
@@ -197,7 +271,7 @@ class StableDiffusion3Backbone(PipelineBackbone):
         transformer = self.pipe.transformer
         device, dtype = encoded.model_device or execution_device(self.pipe, transformer), transformer.dtype
 
-        def call(latents: torch.Tensor, member: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+        def call(latents: torch.Tensor, member: torch.Tensor, negative: torch.Tensor, skip_layers: Any = None) -> torch.Tensor:
             rows = encoded.rows.rows(member, negative)
             out = transformer(
                 hidden_states=latents.to(device=device, dtype=dtype),
@@ -205,7 +279,24 @@ class StableDiffusion3Backbone(PipelineBackbone):
                 encoder_hidden_states=encoded.prompt_embeds[rows.to(encoded.prompt_embeds.device)].to(device),
                 pooled_projections=encoded.pooled_prompt_embeds[rows.to(encoded.pooled_prompt_embeds.device)].to(device),
                 return_dict=False,
+                skip_layers=skip_layers,
             )[0]
             return out.float()
 
-        return guided_predict(x, encoded.rows.guided, encoded.rows.scales, call).to(x.device)
+        slg, guided = self.skip_layer_guidance, encoded.rows.guided
+        if slg is None or not guided.numel() or not slg.applies(float(t)):
+            return guided_predict(x, guided, encoded.rows.scales, call).to(x.device)
+        # skip-layer guidance: the guided members' conditional rows once more, with slg.layers skipped
+        kept: dict[str, torch.Tensor] = {}
+
+        def keep(latents: torch.Tensor, member: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+            kept["out"] = call(latents, member, negative)
+            return kept["out"]
+
+        out = guided_predict(x, guided, encoded.rows.scales, keep)
+        K, B = x.shape[:2]
+        cond = kept["out"][: K * B].reshape(x.shape)[guided.to(x.device)]
+        member = guided.cpu().repeat_interleave(B)
+        skipped = call(x[guided.to(x.device)].flatten(0, 1), member, torch.zeros_like(member, dtype=torch.bool), list(slg.layers))
+        out[guided.to(out.device)] += slg.scale * (cond - skipped.reshape(cond.shape))
+        return out.to(x.device)

@@ -73,11 +73,11 @@ __all__ = [
 # -- SD3 ----------------------------------------------------------------------------------------
 
 
-def tiny_sd3_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
+def tiny_sd3_pipeline(seed: int = 0, layers: int = 1) -> StableDiffusion3Pipeline:
     """A complete tiny ``StableDiffusion3Pipeline`` (SD3 / SD3.5 layout), float32, CPU, offline.
 
     Two CLIP encoders of width 16 (projection 16 each, so the pooled projection has 32 values),
-    a T5 encoder of width 32 (= ``joint_attention_dim``), a one-block ``SD3Transformer2DModel``
+    a T5 encoder of width 32 (= ``joint_attention_dim``), a ``layers``-block (default one) ``SD3Transformer2DModel``
     with 2x2 patches on a 16-channel latent, and ``FlowMatchEulerDiscreteScheduler(shift=3.0)``
     (SD3 medium's and SD3.5's config). Image sides must be multiples of 16. ``seed`` seeds every
     weight; the global RNG is left alone.
@@ -91,7 +91,7 @@ def tiny_sd3_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
             sample_size=8,
             patch_size=2,
             in_channels=16,
-            num_layers=1,
+            num_layers=layers,
             attention_head_dim=8,
             num_attention_heads=4,
             joint_attention_dim=32,
