@@ -6,7 +6,9 @@ weights do not change the cost), at 1024 x 1024 (128 x 128 latents), with the re
 * sync-SDE, 28 steps from i0 = 4 (FLUX) / 50 steps from 17 (SD3.5, FlowEdit's n_max = 33 window):
   both members in one batched call per step ("fused"), and the reference's two calls per step;
 * FlowEdit, 28 steps, n_max = 24 (FLUX) / 50 steps, n_max = 33 (SD3.5);
-* RF-Inversion, 28 + 28 steps (FLUX) / 50 + 50 (SD3.5).
+* RF-Inversion, 28 + 28 steps (FLUX) / 50 + 50 (SD3.5);
+* FireFlow with its feature sharing (FLUX only), 8 + 8 steps from pure noise, values shared in the
+  first editing step: 18 calls, and the peak memory shows what the attention-value store holds.
 
 SD3.5 uses true classifier-free guidance, so every member costs two rows of the batch. Text encoders
 and the VAE are left out: the conditions are random embeddings of the real shapes (T5 512 tokens for
@@ -38,7 +40,7 @@ import torch
 
 from coupled_sde.backends.base import Condition
 from coupled_sde.backends.hf.flux import FluxBackbone, FluxConditions
-from coupled_sde.editing import flowedit, sync_sde
+from coupled_sde.editing import flowedit, ode_inversion, sync_sde
 from coupled_sde.editing.rf_inversion import rf_inversion
 from coupled_sde.schedules import RectifiedFlow
 
@@ -177,12 +179,19 @@ class Case:
 def _methods(case: Case) -> dict[str, Callable[[Any, torch.Tensor], Any]]:
     n, start = case.steps, case.start
     src, tgt = "a photo of a cat", "a photo of a dog"
-    return {
+    methods = {
         "sync-sde fused": lambda b, x: sync_sde(b, x, src, tgt, n_steps=n, start=start, noise=0),
         "sync-sde two calls": lambda b, x: sync_sde(SeparateCalls(b), x, src, tgt, n_steps=n, start=start, noise=0),
         "flowedit": lambda b, x: flowedit(b, x, src, tgt, n_steps=n, n_max=n - start, noise=0),
         "rf-inversion": lambda b, x: rf_inversion(b, x, src, tgt, n_steps=n, start=0, noise=0),
     }
+    if callable(getattr(case.backbone, "share_attention_values", None)):
+        # FireFlow as published (8 + 8 steps from pure noise, feature sharing in the first): the store's memory shows
+        fire = min(n, 8)
+        methods["fireflow shared"] = lambda b, x: ode_inversion(
+            b, x, src, tgt, n_steps=fire, start=0, integrator="fireflow", share_values=1
+        )
+    return methods
 
 
 def _sync(device: torch.device) -> None:

@@ -25,7 +25,7 @@ def script():
 def test_the_gpu_script_runs_tiny_on_the_cpu(script, tmp_path):
     out = tmp_path / "gpu.csv"
     rows = script.main(["--tiny", "--offload", "--out", str(out)])
-    assert len(rows) == 2 * 4 * 2
+    assert len(rows) == (5 + 4) * 2  # FLUX has FireFlow with feature sharing too
     with open(out, newline="") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     by = {(r["model"], r["method"], r["offload"]): r for r in rows}
@@ -35,6 +35,7 @@ def test_the_gpu_script_runs_tiny_on_the_cpu(script, tmp_path):
         assert fused["transformer_calls"] == 3 and two["transformer_calls"] == 6
         assert by[(model, "flowedit", True)]["transformer_calls"] == 3
         assert by[(model, "rf-inversion", False)]["transformer_calls"] == 8  # 4 + 4
+    assert by[("flux", "fireflow shared", False)]["transformer_calls"] == 10  # 2 (4 + 1)
     assert all(r["seconds_per_edit"] > 0 for r in rows)
 
 
