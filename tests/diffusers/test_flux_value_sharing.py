@@ -117,3 +117,16 @@ def test_fused_projections_are_refused_and_an_error_restores_the_processors(imag
     pipe.transformer.fuse_qkv_projections()
     with pytest.raises(ValueError, match="unfuse_qkv_projections"):
         ode_inversion(flux, x, SRC, TGT, n_steps=3, start=1, integrator="fireflow", share_values=1)
+
+
+def test_sharing_works_behind_model_cpu_offload(images):
+    """accelerate's offload hooks sit on the transformer; the wrapped processors sit inside it."""
+    plain = FluxBackbone(tiny_flux_pipeline(seed=3, single_layers=2), max_sequence_length=MAX_SEQUENCE_LENGTH)
+    pipe = tiny_flux_pipeline(seed=3, single_layers=2)
+    pipe.enable_model_cpu_offload(device="cpu")
+    offloaded = FluxBackbone(pipe, max_sequence_length=MAX_SEQUENCE_LENGTH)
+    assert hasattr(pipe.transformer, "_hf_hook")
+    x = _latents(plain, images)
+    a = ode_inversion(plain, x, SRC, TGT, n_steps=3, start=0, integrator="rf-solver", share_values=2)
+    b = ode_inversion(offloaded, x, SRC, TGT, n_steps=3, start=0, integrator="rf-solver", share_values=2)
+    torch.testing.assert_close(b.latents, a.latents, rtol=1e-5, atol=1e-5)
