@@ -37,8 +37,8 @@ from ..grid import TimeGrid
 from ..schedules import RectifiedFlow
 from ..sde import CoupledSDE
 from ..solve import solve
-from .common import EditResult, Noise, Timer, as_latents, derive_seeds, is_seed
-from .registry import STEPS, Setting, get_method, register_method, resolve_settings, split_settings
+from .common import EditResult, Noise, Timer, begin, derive_seeds, is_seed
+from .registry import STEPS, Setting, register_method
 
 __all__ = ["rf_inversion", "ControlledFlow"]
 
@@ -144,7 +144,6 @@ def rf_inversion(
 
     ``noise`` gives the fixed noise sample ``y1``: seeds, or the sample itself ``(B, *latent)``.
     """
-    method = get_method("rf-inversion")
     if mask is not None:
         raise ValueError("rf-inversion does not take a mask (its controller pulls the whole image); use sync-sde or flowedit")
     schedule = getattr(backbone, "schedule", None)
@@ -153,29 +152,20 @@ def rf_inversion(
             f"RF-Inversion is defined for rectified-flow backbones (a RectifiedFlow schedule, prediction 'flow'); "
             f"{type(backbone).__name__} has {schedule!r}"
         )
-    x = as_latents(x)
-    given = dict(steps=n_steps, start=start, gamma=gamma, eta=eta, eta_start=eta_start, eta_stop=eta_stop,
-                 eta_decay_power=eta_decay_power, inversion=inversion)  # fmt: skip
-    if grid is not None:
-        grid = grid if isinstance(grid, TimeGrid) else TimeGrid(grid)
-        if given["steps"] is not None and given["steps"] != grid.n_steps:
-            raise ValueError(f"{grid.n_steps} steps in the given grid but n_steps={given['steps']}")
-        given["steps"] = grid.n_steps
-    settings = resolve_settings(backbone, method.name, {k: v for k, v in given.items() if v is not None})
-    src, tgt, kw = split_settings(method.name, settings, source, target)
+    e = begin(rf_inversion, backbone, x, source, target, grid=grid, n_steps=n_steps, start=start, gamma=gamma, eta=eta,
+              eta_start=eta_start, eta_stop=eta_stop, eta_decay_power=eta_decay_power, inversion=inversion)  # fmt: skip
+    kw, full, sub = e.options, e.full, e.grid
     n, start = kw["n_steps"], kw.get("start", 0)
-    full = grid if grid is not None else schedule.grid(n, tuple(x.shape[1:]))
-    if full.increasing or full[-1] != schedule.data_time:
+    if full[-1] != schedule.data_time:
         raise ValueError("rf-inversion's grid must decrease from the noisiest time to the data (sigma = 0)")
     stop = n // 4 if kw.get("eta_stop") is None else int(kw["eta_stop"])
-    settings["eta_stop"] = stop
+    e.settings["eta_stop"] = stop
     lo = kw.get("eta_start", 0)
     if not lo <= stop <= n:
         raise ValueError(f"rf-inversion's eta window needs eta_start <= eta_stop <= steps, got {lo}, {stop}, {n}")
     mode = kw.get("inversion", "schedule")
     if mode == "community" and start != 0:
         raise ValueError("inversion='community' inverts the whole schedule: it needs start=0")
-    sub = full.sub(start)
     s_hi, s_lo = full[lo], full[stop]
     eta_value, power = kw["eta"], kw.get("eta_decay_power", 0.0)
     sigmas = full.times.to(torch.float64)
@@ -189,16 +179,15 @@ def rf_inversion(
         return eta_value * (1.0 - i / n) ** power
 
     with Timer() as timer:
-        y1 = _noise_sample(noise, x)
+        y1 = _noise_sample(noise, e.x)
         if mode == "community":
-            times = full.times.to(torch.float64)
-            s_grid = TimeGrid(1.0 - times)  # 0 = 1 - sigma_0, ..., 1 - sigma_N = 1
-            time_map = ((1.0 - times).numpy(), np.arange(n + 1, dtype=np.float64) / (n + 1))
+            s_grid = TimeGrid(1.0 - sigmas)  # 0 = 1 - sigma_0, ..., 1 - sigma_N = 1
+            time_map = ((1.0 - sigmas).numpy(), np.arange(n + 1, dtype=np.float64) / (n + 1))
         else:
             s_grid, time_map = TimeGrid(sub.times.flip(0)), None
-        up = ControlledFlow(backbone, backbone.encode_conditions([src]), y1, "noise", kw["gamma"], time_map)
-        z = solve(up, x.unsqueeze(0), s_grid, "euler", progress=progress).y
-        down = ControlledFlow(backbone, backbone.encode_conditions([tgt]), x, "data", eta_of)
+        up = ControlledFlow(backbone, backbone.encode_conditions([e.source]), y1, "noise", kw["gamma"], time_map)
+        z = solve(up, e.x.unsqueeze(0), s_grid, "euler", progress=progress).y
+        down = ControlledFlow(backbone, backbone.encode_conditions([e.target]), e.x, "data", eta_of)
         out = solve(down, z, sub, "euler", progress=progress).y[0]
     calls = up.model_calls + down.model_calls
-    return EditResult(out, method.name, {**settings, "t0": sub[0]}, calls, calls, timer.seconds)
+    return e.result(out, calls, calls, timer.seconds)
