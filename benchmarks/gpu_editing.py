@@ -42,6 +42,7 @@ from coupled_sde.backends.base import Condition
 from coupled_sde.backends.hf.flux import FluxBackbone, FluxConditions
 from coupled_sde.editing import flowedit, ode_inversion, sync_sde
 from coupled_sde.editing.rf_inversion import rf_inversion
+from coupled_sde.editing.value_sharing import can_share_values
 from coupled_sde.schedules import RectifiedFlow
 
 FLUX_DEV = dict(
@@ -185,7 +186,7 @@ def _methods(case: Case) -> dict[str, Callable[[Any, torch.Tensor], Any]]:
         "flowedit": lambda b, x: flowedit(b, x, src, tgt, n_steps=n, n_max=n - start, noise=0),
         "rf-inversion": lambda b, x: rf_inversion(b, x, src, tgt, n_steps=n, start=0, noise=0),
     }
-    if callable(getattr(case.backbone, "share_attention_values", None)):
+    if can_share_values(case.backbone):
         # FireFlow as published (8 + 8 steps from pure noise, feature sharing in the first): the store's memory shows
         fire = min(n, 8)
         methods["fireflow shared"] = lambda b, x: ode_inversion(

@@ -100,12 +100,13 @@ def methods_for(backbone: Any) -> list[str]:
 def method_settings(backbone: Any, method: str) -> list[SettingField]:
     """The method's settings (from the method registry) with this model's defaults (backbone registry)."""
     from ..editing.registry import CONDITION_SETTINGS, get_method, resolve_settings
+    from ..editing.value_sharing import can_share_values
 
     m = get_method(method)
     defaults = resolve_settings(backbone, method, {})
     fields = []
     for name in _SHOWN:
-        if name not in m.accepts or (name == "share_values" and not callable(getattr(backbone, "share_attention_values", None))):
+        if name not in m.accepts or (name == "share_values" and not can_share_values(backbone)):
             continue
         spec = m.settings.get(name) or CONDITION_SETTINGS[name]
         default = defaults.get(name, _NEUTRAL.get(name))

@@ -202,6 +202,7 @@ def check_settings_for(backbone_class: Any, method: str, settings: Mapping[str, 
     only report after the load. Returns the resolved settings.
     """
     from coupled_sde.editing.registry import get_method, resolve_settings
+    from coupled_sde.editing.value_sharing import require_value_sharing
 
     resolved = resolve_settings(backbone_class, method, settings)
     at_noise = getattr(backbone_class, "prediction", None) == "flow" and resolved.get("start") == 0
@@ -209,9 +210,8 @@ def check_settings_for(backbone_class: Any, method: str, settings: Mapping[str, 
         raise ValueError(
             f"{method}: start=0 begins at sigma=1, where the rectified-flow SDE divides by (1 - sigma) = 0; use start >= 1"
         )
-    if resolved.get("share_values") and not callable(getattr(backbone_class, "share_attention_values", None)):
-        name = getattr(backbone_class, "name", "") or backbone_class.__name__
-        raise ValueError(f"{method}: share_values needs a backbone that can share attention values (FLUX.1); {name} cannot")
+    if resolved.get("share_values"):
+        require_value_sharing(backbone_class)
     return resolved
 
 

@@ -22,7 +22,7 @@ from ..solve import solve
 from .common import EditResult, Noise, Timer, begin
 from .members import Members
 from .registry import INTEGRATOR, START, STEPS, Setting, register_method
-from .value_sharing import SharedValues
+from .value_sharing import SharedValues, require_value_sharing
 
 __all__ = ["ode_inversion"]
 
@@ -75,10 +75,7 @@ def sharing(backbone: Any, grid: TimeGrid, steps: int, batch: int) -> SharedValu
     backbone that cannot share attention values (before any model call)."""
     if not steps:
         return None
-    if not callable(getattr(backbone, "share_attention_values", None)):
-        raise ValueError(
-            f"share_values needs a backbone that can share attention values (FLUX.1); {type(backbone).__name__} cannot"
-        )
+    require_value_sharing(backbone)
     return SharedValues(grid, steps, batch)
 
 

@@ -29,15 +29,29 @@ the steps.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from ..grid import TimeGrid
 
-__all__ = ["SharedValues"]
+__all__ = ["SharedValues", "can_share_values", "require_value_sharing"]
 
 Tensor = torch.Tensor
 Key = tuple[int, float]
+
+
+def can_share_values(backbone: Any) -> bool:
+    """Whether a backbone (an instance or its class) can share attention values: it has ``share_attention_values``."""
+    return callable(getattr(backbone, "share_attention_values", None))
+
+
+def require_value_sharing(backbone: Any) -> None:
+    """A one-line ``ValueError`` for ``share_values`` on a backbone (instance or class) that cannot share them."""
+    if not can_share_values(backbone):
+        cls = backbone if isinstance(backbone, type) else type(backbone)
+        name = getattr(cls, "name", "") or cls.__name__
+        raise ValueError(f"share_values needs a backbone that can share attention values (FLUX.1); {name} cannot")
 
 
 class SharedValues:

@@ -22,7 +22,7 @@ import torch
 from coupled_sde.backends.base import Condition
 from coupled_sde.backends.hf._common import dedupe, prompt_text, warn
 
-__all__ = ["PooledTextConditions", "TextRows", "plan_native_cfg", "plan_true_cfg", "reject_true_cfg", "text_rows"]
+__all__ = ["PooledTextConditions", "TextRows", "check_rescale", "plan_native_cfg", "plan_true_cfg", "reject_true_cfg", "text_rows"]
 
 #: Guided members: ``{k: (unconditional text, scale)}``, in member order; a ``None`` text is the
 #: zero embedding (SDXL's ``force_zeros_for_empty_prompt``).
@@ -93,6 +93,13 @@ class PooledTextConditions:
     def members(self) -> int:
         """K, the number of conditioned members."""
         return self.rows.members
+
+
+def check_rescale(guidance_rescale: float) -> float:
+    """A ``guidance_rescale`` for :func:`~coupled_sde.backends.base.guided_predict` (Lin et al. 2024): in [0, 1]."""
+    if not 0.0 <= guidance_rescale <= 1.0:
+        raise ValueError(f"guidance_rescale must lie in [0, 1], got {guidance_rescale!r}")
+    return float(guidance_rescale)
 
 
 def check_members(conditions: list[Condition]) -> None:

@@ -293,10 +293,11 @@ class StableDiffusion3Backbone(PipelineBackbone):
             kept["out"] = call(latents, member, negative)
             return kept["out"]
 
-        out = guided_predict(x, guided, encoded.rows.scales, keep)
+        out = guided_predict(x, guided, encoded.rows.scales, keep).to(x.device)
         K, B = x.shape[:2]
-        cond = kept["out"][: K * B].reshape(x.shape)[guided.to(x.device)]
+        index = guided.to(x.device)
+        cond = kept["out"][: K * B].reshape(x.shape)[index]
         member = guided.cpu().repeat_interleave(B)
-        skipped = call(x[guided.to(x.device)].flatten(0, 1), member, torch.zeros_like(member, dtype=torch.bool), list(slg.layers))
-        out[guided.to(out.device)] += slg.scale * (cond - skipped.reshape(cond.shape))
-        return out.to(x.device)
+        skipped = call(x[index].flatten(0, 1), member, torch.zeros_like(member, dtype=torch.bool), list(slg.layers))
+        out[index] += slg.scale * (cond - skipped.reshape(cond.shape))
+        return out

@@ -30,7 +30,7 @@ import torch
 
 from coupled_sde.backends.base import Condition, Prediction, guided_predict
 from coupled_sde.backends.hf._common import Generators, execution_device, vae_decode, vae_encode
-from coupled_sde.backends.hf._guided import PooledTextConditions, plan_native_cfg, reject_true_cfg, text_rows
+from coupled_sde.backends.hf._guided import PooledTextConditions, check_rescale, plan_native_cfg, reject_true_cfg, text_rows
 from coupled_sde.backends.hf._pipeline import PipelineBackbone
 from coupled_sde.backends.registry import register_backbone
 from coupled_sde.schedules import DiscreteVP
@@ -103,10 +103,8 @@ class StableDiffusionXLBackbone(PipelineBackbone):
             raise ValueError("guidance-embedded (LCM-distilled) SDXL UNets are not supported: their CFG is an input, not rows")
         self.pipe = pipe
         self.default_guidance = float(default_guidance)
-        if not 0.0 <= guidance_rescale <= 1.0:
-            raise ValueError(f"guidance_rescale must lie in [0, 1], got {guidance_rescale!r}")
         #: The pipelines' ``guidance_rescale`` (Lin et al. 2024): 0 = plain CFG.
-        self.guidance_rescale = float(guidance_rescale)
+        self.guidance_rescale = check_rescale(guidance_rescale)
         self.crops_coords_top_left = tuple(int(c) for c in crops_coords_top_left)
         self.prediction: Prediction = _PREDICTIONS[prediction_type]
         self.schedule = DiscreteVP.from_config(config, pipe.scheduler.alphas_cumprod)

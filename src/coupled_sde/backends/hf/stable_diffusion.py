@@ -23,7 +23,7 @@ import torch
 
 from coupled_sde.backends.base import Condition, Prediction, guided_predict
 from coupled_sde.backends.hf._common import execution_device
-from coupled_sde.backends.hf._guided import plan_native_cfg, reject_true_cfg, text_rows
+from coupled_sde.backends.hf._guided import check_rescale, plan_native_cfg, reject_true_cfg, text_rows
 from coupled_sde.backends.hf._pipeline import PipelineBackbone
 from coupled_sde.backends.registry import register_backbone
 from coupled_sde.schedules import DiscreteVP, vp_alphas_cumprod
@@ -113,10 +113,8 @@ class StableDiffusionBackbone(PipelineBackbone):
             raise ValueError(f"unsupported prediction_type {prediction_type!r}; expected 'epsilon' or 'v_prediction'")
         self.pipe = pipe
         self.default_guidance = float(default_guidance)
-        if not 0.0 <= guidance_rescale <= 1.0:
-            raise ValueError(f"guidance_rescale must lie in [0, 1], got {guidance_rescale!r}")
         #: The pipelines' ``guidance_rescale`` (Lin et al. 2024): 0 = plain CFG.
-        self.guidance_rescale = float(guidance_rescale)
+        self.guidance_rescale = check_rescale(guidance_rescale)
         self.prediction: Prediction = _PREDICTIONS[prediction_type]
         self.schedule = DiscreteVP.from_config(config, pipe.scheduler.alphas_cumprod)
 
