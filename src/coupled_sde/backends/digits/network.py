@@ -18,14 +18,13 @@ Conventions (shared by the training script, the tests and the digits backbone):
 
 from __future__ import annotations
 
-import io
 import math
-from importlib import resources
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .._weights import load_bundle, load_network
 
 __all__ = [
     "NULL_CLASS",
@@ -179,29 +178,17 @@ class DigitsClassifier(nn.Module):
         return self.head(self.features(x))
 
 
-def _load_bundle(name: str, device: str | torch.device) -> dict[str, Any]:
-    """Read ``weights/<name>`` from the package with ``torch.load(weights_only=True)``."""
-    data = resources.files(_WEIGHTS_PACKAGE).joinpath("weights", name).read_bytes()
-    return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
-
-
 def load_flow_network(device: str | torch.device = "cpu") -> DigitsFlowNet:
     """The shipped rectified-flow network (EMA weights), float32, in eval mode, on ``device``.
 
     The architecture hyper-parameters are stored next to the weights in ``weights/flow.pt``.
     """
-    bundle = _load_bundle("flow.pt", device)
-    net = DigitsFlowNet(**bundle["config"])
-    net.load_state_dict(bundle["state_dict"])
-    return net.to(device=device, dtype=torch.float32).eval()
+    return load_network(DigitsFlowNet, _WEIGHTS_PACKAGE, "flow.pt", device)
 
 
 def load_classifier(device: str | torch.device = "cpu") -> DigitsClassifier:
     """The shipped digit classifier, float32, in eval mode, on ``device``."""
-    bundle = _load_bundle("classifier.pt", device)
-    net = DigitsClassifier(**bundle["config"])
-    net.load_state_dict(bundle["state_dict"])
-    return net.to(device=device, dtype=torch.float32).eval()
+    return load_network(DigitsClassifier, _WEIGHTS_PACKAGE, "classifier.pt", device)
 
 
 def load_heldout() -> tuple[Tensor, Tensor]:
@@ -211,5 +198,5 @@ def load_heldout() -> tuple[Tensor, Tensor]:
     :func:`pixels_to_model` for the model scaling) and long ``(N,)`` labels. Stored inside the
     package so that demos need neither scikit-learn nor a download.
     """
-    bundle = _load_bundle("heldout.pt", "cpu")
+    bundle = load_bundle(_WEIGHTS_PACKAGE, "heldout.pt", "cpu")
     return bundle["images"], bundle["labels"]

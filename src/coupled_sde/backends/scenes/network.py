@@ -16,14 +16,11 @@ in minutes, large enough to draw textures it has seen.
 
 from __future__ import annotations
 
-import io
-from importlib import resources
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._weights import load_network
 from ..digits.network import _FiLMResBlock, sinusoidal_embedding
 from .data import COLOURS, SHAPES, TEXTURES
 
@@ -139,22 +136,11 @@ class SceneClassifier(nn.Module):
         return [head(f) for head in self.heads]
 
 
-def _load_bundle(name: str, device: str | torch.device) -> dict[str, Any]:
-    data = resources.files(_PACKAGE).joinpath("weights", name).read_bytes()
-    return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
-
-
 def load_scene_flow(device: str | torch.device = "cpu") -> SceneFlowNet:
     """The shipped flow network (EMA weights), float32, eval mode."""
-    b = _load_bundle("flow.pt", device)
-    net = SceneFlowNet(**b["config"])
-    net.load_state_dict(b["state_dict"])
-    return net.to(device=device, dtype=torch.float32).eval()
+    return load_network(SceneFlowNet, _PACKAGE, "flow.pt", device)
 
 
 def load_scene_classifier(device: str | torch.device = "cpu") -> SceneClassifier:
     """The shipped attribute classifier (trained on real scenes only), float32, eval mode."""
-    b = _load_bundle("classifier.pt", device)
-    net = SceneClassifier(**b["config"])
-    net.load_state_dict(b["state_dict"])
-    return net.to(device=device, dtype=torch.float32).eval()
+    return load_network(SceneClassifier, _PACKAGE, "classifier.pt", device)
