@@ -6,7 +6,7 @@ what changes is the joint law of the members' increments:
 * :class:`Synchronous` -- all members use one increment (``S = 1``). For two processes with the same
   diffusion, ``E||dY - dX||^2 = ||b_Y - b_X||^2 dt^2 + g^2 E||dW' - dW||^2`` and the noise term
   vanishes: the synchronous coupling minimises the local quadratic deviation (sync-SDE,
-  ``shared/spec/method.md`` §2).
+  Zhang & Scott; docs/concepts.md).
 * :class:`Independent` -- one stream per member (``S = K``): SDEdit-style fresh noise.
 * :class:`Correlated` -- a **correlation** matrix ``C`` (unit diagonal), *not* a covariance: member
   increments are ``L z`` with ``L L^T = C``, so ``corr(dW_j, dW_k) = C_jk`` and each member keeps

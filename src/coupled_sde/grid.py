@@ -1,6 +1,6 @@
 """Time grids: float64 on the host, increasing or decreasing, exactly N steps.
 
-Design notes (against the peers, see ``shared/spec/peers.md``):
+Design notes (against the peers: torchsde and diffrax):
 
 * torchsde steps with float32 times and a ``dt``; on [0, 1] with dt = 1e-3 it takes 1001 steps and
   float32 endpoints a few ULPs outside the interval raise warnings or ``RecursionError``. Here a grid is

@@ -1,4 +1,4 @@
-"""A direct transcription of the authors' sync-SDE FLUX.1 editing loop (method.md section 3).
+"""A direct transcription of the authors' sync-SDE FLUX.1 editing loop (Zhang & Scott, rectified flow).
 
 Deliberately written *without* anything from ``coupled_sde`` (no backbone, grid, Brownian source,
 coupling or integrator): it talks to the ``FluxPipeline``'s own pieces -- ``encode_prompt``,
@@ -40,7 +40,7 @@ import torch
 
 
 def flux_reference_sigmas(pipe, n_steps: int, latent_height: int, latent_width: int) -> torch.Tensor:
-    """FLUX's dynamic-shift grid of method.md section 3, float64, length ``n_steps + 1``, last entry 0."""
+    """FLUX's dynamic-shift grid (FluxPipeline's), float64, length ``n_steps + 1``, last entry 0."""
     config = pipe.scheduler.config
     base_seq, max_seq = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
     base_shift, max_shift = config.get("base_shift", 0.5), config.get("max_shift", 1.15)

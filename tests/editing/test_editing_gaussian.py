@@ -89,7 +89,7 @@ def test_mask_keeps_the_source_exactly_outside():
 
 
 def _flowedit_transcription(x_src, eps, sigmas, n_max, n_min, ws, wt):
-    """FlowEdit's update rule written out (method.md §5), with the given noise per step."""
+    """FlowEdit's update rule written out (Kulikov et al., ICCV 2025), with the given noise per step."""
     N = len(sigmas) - 1
     src, tgt = Condition(0, guidance=ws), Condition(1, guidance=wt)
     enc_s, enc_t = BB.encode_conditions([src]), BB.encode_conditions([tgt])

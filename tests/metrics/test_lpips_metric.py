@@ -73,7 +73,7 @@ def test_resize_parameter(lpips):
     small_a = F.interpolate(a, size=(32, 32), mode="bicubic", antialias=True).clamp(-1, 1)
     small_b = F.interpolate(b, size=(32, 32), mode="bicubic", antialias=True).clamp(-1, 1)
     assert torch.allclose(resized(a, b), lpips(small_a, small_b), rtol=1e-5)
-    assert LPIPS().resize == 1024  # method.md §6
+    assert LPIPS().resize == 1024  # the paper's protocol
 
 
 def test_state_dict_keys_follow_torchvision_and_lpips(lpips):

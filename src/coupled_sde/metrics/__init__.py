@@ -1,4 +1,4 @@
-"""Image-editing metrics of the paper's evaluation protocol (method.md §6), in torch.
+"""Image-editing metrics of the paper's evaluation protocol (Zhang & Scott's protocol; docs/guides/dataset-runs.md), in torch.
 
 * :class:`ClipScore` -- ``100 * cos`` of CLIP ViT-L/14@336 image and text embeddings
   (Radford et al. 2021); edit fidelity, higher is better.

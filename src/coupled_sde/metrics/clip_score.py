@@ -2,7 +2,7 @@
 
 ``100 * cos(image_embedding, text_embedding)`` with CLIP (Radford et al. 2021, "Learning
 Transferable Visual Models From Natural Language Supervision"), the edit-fidelity axis of the
-paper's CLIP-vs-LPIPS plots (method.md §6): CLIP ViT-L/14@336 (``openai/clip-vit-large-patch14-336``),
+paper's CLIP-vs-LPIPS plots (Zhang & Scott's protocol; docs/guides/dataset-runs.md): CLIP ViT-L/14@336 (``openai/clip-vit-large-patch14-336``),
 prompts truncated to CLIP's 77-token context. The score is not clamped at 0 (torchmetrics'
 ``CLIPScore`` clamps; for real images and prompts the cosine is positive anyway).
 
@@ -24,7 +24,7 @@ from coupled_sde.metrics._tiny import CLIP_CONTEXT_LENGTH, clip_image_processor_
 
 __all__ = ["ClipScore", "DEFAULT_CLIP_MODEL"]
 
-#: The CLIP checkpoint of the paper's protocol (method.md §6).
+#: The CLIP checkpoint of the paper's protocol (Zhang & Scott's protocol; docs/guides/dataset-runs.md).
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14-336"
 
 #: OpenAI CLIP's image normalisation (``OPENAI_CLIP_MEAN`` / ``OPENAI_CLIP_STD`` in transformers).

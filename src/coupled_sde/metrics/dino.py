@@ -1,7 +1,7 @@
 """DINO distance: ``1 - cos`` between self-supervised ViT features of a source image and its edit.
 
 DINO ViT-S/16 (Caron et al. 2021, "Emerging Properties in Self-Supervised Vision Transformers"),
-``facebook/dino-vits16`` through ``transformers.ViTModel``, as in method.md §6: resize 256 ->
+``facebook/dino-vits16`` through ``transformers.ViTModel``, as in the paper's protocol (Zhang & Scott): resize 256 ->
 centre crop 224 -> ImageNet mean/std, feature = the "pooled" CLS token.
 
 "Pooled CLS" here is the CLS token of the final, layer-normalised hidden state
@@ -36,7 +36,7 @@ from coupled_sde.metrics._image import (
 
 __all__ = ["DEFAULT_DINO_MODEL", "DinoDistance"]
 
-#: The DINO checkpoint of the paper's protocol (method.md §6).
+#: The DINO checkpoint of the paper's protocol (Zhang & Scott's protocol; docs/guides/dataset-runs.md).
 DEFAULT_DINO_MODEL = "facebook/dino-vits16"
 
 

@@ -1,4 +1,4 @@
-"""All of the paper's editing metrics at once (method.md §6).
+"""All of the paper's editing metrics at once (Zhang & Scott's protocol; docs/guides/dataset-runs.md).
 
 Per edit: CLIP score of the edited image with the target prompt (fidelity to the edit, higher is
 better), and LPIPS, DINO distance and L1 between the source image and the edit (preservation of

@@ -2,7 +2,7 @@
 
 Zhang, Isola, Efros, Shechtman, Wang 2018, "The Unreasonable Effectiveness of Deep Features as a
 Perceptual Metric" -- the ``lpips`` package, version 0.1, ``net="vgg"``. This is the
-structure-preservation axis of the paper's CLIP-vs-LPIPS plots (method.md §6: VGG, both images
+structure-preservation axis of the paper's CLIP-vs-LPIPS plots (Zhang & Scott's protocol, docs/guides/dataset-runs.md: VGG, both images
 resized to 1024x1024, inputs in ``[-1, 1]``).
 
 For each image: shift/scale the input (``ScalingLayer``), run an ImageNet VGG16 ``features``
@@ -98,7 +98,7 @@ class LPIPS(nn.Module):
 
     Args:
         resize: side length both images are resized to (bicubic, anti-aliased) before the network;
-            1024 as in method.md §6. ``None`` uses the images as they are.
+            1024 as in the paper's protocol (Zhang & Scott). ``None`` uses the images as they are.
 
     The module is created with PyTorch's default random initialisation; use
     :meth:`from_pretrained` for the real metric or :meth:`random` for seeded test weights. It is

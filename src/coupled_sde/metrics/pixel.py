@@ -1,6 +1,6 @@
 """Pixel distances between a source image and its edit.
 
-``l1_255`` is the L1 of the paper's protocol (method.md §6): mean absolute pixel difference on
+``l1_255`` is the L1 of the paper's protocol (Zhang & Scott's protocol; docs/guides/dataset-runs.md): mean absolute pixel difference on
 the 0-255 scale. ``l2`` is the mean squared error on the ``[0, 1]`` scale, the "MSE" that
 editing benchmarks such as PIE-Bench report (usually multiplied by 10^4).
 
