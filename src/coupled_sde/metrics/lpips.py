@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,7 @@ from torch import nn
 from coupled_sde._optional import require
 from coupled_sde.metrics._image import check_pair, resize
 
-__all__ = ["LPIPS", "VGG16_CHANNELS", "normalize_channels", "vgg16_features"]
+__all__ = ["LPIPS", "LPIPSNet", "VGG16_CHANNELS", "normalize_channels", "vgg16_features"]
 
 #: torchvision ``vgg16`` configuration "D": conv widths, ``"M"`` = 2x2 max pooling.
 _VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -93,7 +94,101 @@ def _load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-class LPIPS(nn.Module):
+class LPIPSNet(nn.Module):
+    """What every LPIPS v0.1 variant shares: the input scaling (``ScalingLayer``), a trunk tapped
+    after the layers ``tap_after``, one non-negative 1x1 head per tap, and the distance of the
+    unit-normalised features. A variant declares ``channels`` (per tap), ``tap_after``, its trunk's
+    name and its heads' file name (for the error messages), and builds its trunk."""
+
+    channels: tuple[int, ...] = ()
+    tap_after: tuple[int, ...] = ()
+    trunk_name = ""
+    trunk_hint = ""  # what the trunk-key error adds
+    lin_file = ""
+
+    def __init__(self, features: nn.Sequential) -> None:
+        super().__init__()
+        self.features = features
+        self.lins = nn.ModuleList(_LinearHead(c) for c in self.channels)
+        self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    @classmethod
+    def _seeded(cls, seed: int, **kwargs: Any) -> Any:
+        """Seeded random weights for tests: default-initialised trunk, non-negative heads (as trained ones
+        are); the global torch RNG is left untouched."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            metric = cls(**kwargs)
+            for head, channels in zip(metric.lins, cls.channels):
+                head.model[1].weight.copy_(torch.rand(1, channels, 1, 1) / channels)
+        return metric
+
+    def load_trunk_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Load the trunk from torchvision-format keys ``features.<i>...`` (others ignored); all are required."""
+        trunk = {key[len("features.") :]: value for key, value in state_dict.items() if key.startswith("features.")}
+        missing = sorted(set(self.features.state_dict()) - set(trunk))
+        if missing:
+            raise KeyError(
+                f"{self.trunk_name} state dict lacks {len(missing)} trunk tensors, e.g. 'features.{missing[0]}'{self.trunk_hint}"
+            )
+        self.features.load_state_dict(trunk, strict=True)
+
+    def load_lin_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Load the heads from lpips' keys ``lin<N>.model.1.weight`` (or ``lins.<N>.model.1.weight``)."""
+        heads = {}
+        for n in range(len(self.channels)):
+            key = next((k for k in (f"lin{n}.model.1.weight", f"lins.{n}.model.1.weight") if k in state_dict), None)
+            if key is None:
+                raise KeyError(f"LPIPS head weights lack 'lin{n}.model.1.weight'; expected lpips' weights/v0.1/{self.lin_file}")
+            heads[f"{n}.model.1.weight"] = state_dict[key]
+        self.lins.load_state_dict(heads, strict=True)
+
+    def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The trunk's activations after the ``tap_after`` layers, of already-scaled inputs."""
+        outputs = []
+        for index, layer in enumerate(self.features[: self.tap_after[-1] + 1]):
+            x = layer(x)
+            if index in self.tap_after:
+                outputs.append(x)
+        return outputs
+
+    def prepare(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What a variant does to the float32 images before the trunk (nothing here)."""
+        return a, b
+
+    def layer_distances(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``(B, taps)``: each tap's spatially averaged, head-weighted squared difference of normalised
+        features (preprocessing in float32 on the module's device, the trunk in its own dtype)."""
+        check_pair(a, b)
+        device = self.shift.device
+        a, b = self.prepare(a.to(device=device, dtype=torch.float32), b.to(device=device, dtype=torch.float32))
+        dtype = self.features[0].weight.dtype
+        shift, scale = self.shift.float(), self.scale.float()
+        feats_a = self.taps(((a - shift) / scale).to(dtype))
+        feats_b = self.taps(((b - shift) / scale).to(dtype))
+        per_layer = []
+        for head, fa, fb in zip(self.lins, feats_a, feats_b):
+            diff = (normalize_channels(fa.float()) - normalize_channels(fb.float())).pow(2)
+            per_layer.append(F.conv2d(diff, head.model[1].weight.float()).mean(dim=(1, 2, 3)))
+        return torch.stack(per_layer, dim=1)
+
+    @torch.no_grad()
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """LPIPS distance per image pair.
+
+        Args:
+            a, b: ``(B, 3, H, W)`` float RGB in ``[-1, 1]``, same shape.
+
+        Returns:
+            ``(B,)`` float32 on ``a``'s device; 0 for identical images, symmetric.
+        """
+        return self.layer_distances(a, b).sum(dim=1).to(a.device)
+
+
+class LPIPS(LPIPSNet):
     """LPIPS v0.1 with a VGG16 trunk; ``lpips(a, b)`` gives the ``(B,)`` distances.
 
     Args:
@@ -105,15 +200,13 @@ class LPIPS(nn.Module):
     put in eval mode (dropout off) and its parameters do not require gradients.
     """
 
+    channels = VGG16_CHANNELS
+    tap_after = _TAP_AFTER
+    trunk_name, trunk_hint, lin_file = "VGG16", "; expected torchvision's vgg16 keys", "vgg.pth"
+
     def __init__(self, resize: int | None = 1024) -> None:
-        super().__init__()
+        super().__init__(vgg16_features())
         self.resize = resize
-        self.features = vgg16_features()
-        self.lins = nn.ModuleList(_LinearHead(c) for c in VGG16_CHANNELS)
-        self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
-        self.eval()
 
     @classmethod
     def from_pretrained(cls, vgg_weights_path: str | Path, lin_weights_path: str | Path, resize: int | None = 1024) -> LPIPS:
@@ -136,49 +229,13 @@ class LPIPS(nn.Module):
 
         The global torch RNG is left untouched.
         """
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            metric = cls(resize=resize)
-            for head, channels in zip(metric.lins, VGG16_CHANNELS):
-                head.model[1].weight.copy_(torch.rand(1, channels, 1, 1) / channels)
-        return metric
+        return cls._seeded(seed, resize=resize)
 
-    def load_vgg_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        """Load the trunk from torchvision-format keys ``features.<i>.weight|bias`` (others ignored); all 26 are required."""
-        trunk = {key[len("features.") :]: value for key, value in state_dict.items() if key.startswith("features.")}
-        missing = sorted(set(self.features.state_dict()) - set(trunk))
-        if missing:
-            raise KeyError(
-                f"VGG16 state dict lacks {len(missing)} trunk tensors, e.g. 'features.{missing[0]}'; expected torchvision's vgg16 keys"
-            )
-        self.features.load_state_dict(trunk, strict=True)
+    #: torchvision's vgg16 keys ``features.<i>.weight|bias`` (others ignored); all 26 are required.
+    load_vgg_state_dict = LPIPSNet.load_trunk_state_dict
 
-    def load_lin_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        """Load the five heads from lpips' ``vgg.pth`` keys (``lin<N>.model.1.weight`` or ``lins.<N>.model.1.weight``)."""
-        heads = {}
-        for n in range(len(VGG16_CHANNELS)):
-            for key in (f"lin{n}.model.1.weight", f"lins.{n}.model.1.weight"):
-                if key in state_dict:
-                    heads[f"{n}.model.1.weight"] = state_dict[key]
-                    break
-            else:
-                raise KeyError(f"LPIPS head weights lack 'lin{n}.model.1.weight'; expected lpips' weights/v0.1/vgg.pth")
-        self.lins.load_state_dict(heads, strict=True)
-
-    def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The five VGG activations (relu1_2 .. relu5_3) of already-scaled inputs."""
-        outputs = []
-        for index, layer in enumerate(self.features[: _TAP_AFTER[-1] + 1]):
-            x = layer(x)
-            if index in _TAP_AFTER:
-                outputs.append(x)
-        return outputs
-
-    def layer_distances(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``(B, 5)``: each layer's spatially averaged, head-weighted squared difference of normalised features."""
-        check_pair(a, b)
-        device = self.shift.device  # preprocessing in float32 on the module's device, the trunk in its dtype
-        a, b = a.to(device=device, dtype=torch.float32), b.to(device=device, dtype=torch.float32)
+    def prepare(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both images resized to ``resize`` (bicubic, anti-aliased, clamped); at least 16 pixels a side."""
         if self.resize is not None:
             size = (self.resize, self.resize)
             a, b = resize(a, size).clamp(-1.0, 1.0), resize(b, size).clamp(-1.0, 1.0)
@@ -186,24 +243,4 @@ class LPIPS(nn.Module):
             raise ValueError(
                 f"LPIPS-VGG needs images of at least {_MIN_SIZE}x{_MIN_SIZE} (four 2x poolings), got {tuple(a.shape[-2:])}"
             )
-        dtype = self.features[0].weight.dtype
-        shift, scale = self.shift.float(), self.scale.float()
-        feats_a = self.taps(((a - shift) / scale).to(dtype))
-        feats_b = self.taps(((b - shift) / scale).to(dtype))
-        per_layer = []
-        for head, fa, fb in zip(self.lins, feats_a, feats_b):
-            diff = (normalize_channels(fa.float()) - normalize_channels(fb.float())).pow(2)
-            per_layer.append(F.conv2d(diff, head.model[1].weight.float()).mean(dim=(1, 2, 3)))
-        return torch.stack(per_layer, dim=1)
-
-    @torch.no_grad()
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """LPIPS distance per image pair.
-
-        Args:
-            a, b: ``(B, 3, H, W)`` float RGB in ``[-1, 1]``, same shape.
-
-        Returns:
-            ``(B,)`` float32 on ``a``'s device; 0 for identical images, symmetric.
-        """
-        return self.layer_distances(a, b).sum(dim=1).to(a.device)
+        return a, b

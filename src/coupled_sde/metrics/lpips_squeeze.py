@@ -17,15 +17,13 @@ The trunk is written in plain torch with torchvision's module indices (``feature
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coupled_sde.metrics._image import check_pair
-from coupled_sde.metrics.lpips import _SCALE, _SHIFT, _LinearHead, _load_state_dict, normalize_channels
+from coupled_sde.metrics.lpips import LPIPSNet, _load_state_dict
 
 __all__ = ["LPIPSSqueeze", "SQUEEZE_CHANNELS", "squeezenet11_features"]
 
@@ -69,72 +67,25 @@ def squeezenet11_features() -> nn.Sequential:
     )
 
 
-class LPIPSSqueeze(nn.Module):
+class LPIPSSqueeze(LPIPSNet):
     """LPIPS v0.1 with a SqueezeNet 1.1 trunk; ``lpips(a, b)`` gives the ``(B,)`` distances of images in ``[-1, 1]``."""
 
+    channels = SQUEEZE_CHANNELS
+    tap_after = _TAP_AFTER
+    trunk_name, trunk_hint, lin_file = "SqueezeNet", "", "squeeze.pth"
+
     def __init__(self) -> None:
-        super().__init__()
-        self.features = squeezenet11_features()
-        self.lins = nn.ModuleList(_LinearHead(c) for c in SQUEEZE_CHANNELS)
-        self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
-        self.eval()
+        super().__init__(squeezenet11_features())
 
     @classmethod
     def from_pretrained(cls, squeezenet_weights_path: str | Path, lin_weights_path: str | Path) -> LPIPSSqueeze:
         """torchvision's ``squeezenet1_1`` state dict and lpips' v0.1 ``squeeze.pth`` heads, from local files."""
         metric = cls()
-        trunk = {k[len("features.") :]: v for k, v in _load_state_dict(squeezenet_weights_path).items() if k.startswith("features.")}
-        missing = sorted(set(metric.features.state_dict()) - set(trunk))
-        if missing:
-            raise KeyError(f"SqueezeNet state dict lacks {len(missing)} trunk tensors, e.g. 'features.{missing[0]}'")
-        metric.features.load_state_dict(trunk, strict=True)
+        metric.load_trunk_state_dict(_load_state_dict(squeezenet_weights_path))
         metric.load_lin_state_dict(_load_state_dict(lin_weights_path))
         return metric
 
     @classmethod
     def random(cls, seed: int = 0) -> LPIPSSqueeze:
         """Seeded random weights for tests (non-negative heads, as trained ones are); the global RNG is untouched."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            metric = cls()
-            for head, channels in zip(metric.lins, SQUEEZE_CHANNELS):
-                head.model[1].weight.copy_(torch.rand(1, channels, 1, 1) / channels)
-        return metric
-
-    def load_lin_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        """The seven heads from lpips' keys ``lin<N>.model.1.weight`` (or ``lins.<N>.model.1.weight``)."""
-        heads = {}
-        for n in range(len(SQUEEZE_CHANNELS)):
-            key = next((k for k in (f"lin{n}.model.1.weight", f"lins.{n}.model.1.weight") if k in state_dict), None)
-            if key is None:
-                raise KeyError(f"LPIPS head weights lack 'lin{n}.model.1.weight'; expected lpips' weights/v0.1/squeeze.pth")
-            heads[f"{n}.model.1.weight"] = state_dict[key]
-        self.lins.load_state_dict(heads, strict=True)
-
-    def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The seven SqueezeNet activations of already-scaled inputs."""
-        outputs = []
-        for index, layer in enumerate(self.features):
-            x = layer(x)
-            if index in _TAP_AFTER:
-                outputs.append(x)
-        return outputs
-
-    def layer_distances(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """``(B, 7)``: each tap's spatially averaged, head-weighted squared difference of normalised features."""
-        check_pair(a, b)
-        device = self.shift.device
-        a, b = a.to(device=device, dtype=torch.float32), b.to(device=device, dtype=torch.float32)
-        fa, fb = self.taps((a - self.shift) / self.scale), self.taps((b - self.shift) / self.scale)
-        per_layer = []
-        for head, x, y in zip(self.lins, fa, fb):
-            diff = (normalize_channels(x) - normalize_channels(y)).pow(2)
-            per_layer.append(F.conv2d(diff, head.model[1].weight.float()).mean(dim=(1, 2, 3)))
-        return torch.stack(per_layer, dim=1)
-
-    @torch.no_grad()
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """LPIPS distance per pair, ``(B,)`` float32 on ``a``'s device; 0 for identical images."""
-        return self.layer_distances(a, b).sum(dim=1).to(a.device)
+        return cls._seeded(seed)
