@@ -29,7 +29,7 @@ import torch
 import torchsde
 from torch import nn
 
-from coupled_sde import Milstein, RecordedBrownian, TimeGrid, solve
+from coupled_sde import IntervalBrownian, Milstein, RecordedBrownian, TimeGrid, solve
 from coupled_sde.sde import SDE, Calculus, NoiseType
 from coupled_sde.studies import fit_order
 
@@ -86,23 +86,6 @@ class Ours(SDE):
         return g.squeeze(-1) if self.p.kind == "ex2" else g
 
 
-class LevySource:
-    """Increments and space-time Lévy area of a torchsde BrownianInterval, in our layout."""
-
-    def __init__(self, bm, shape):
-        self.bm, self.shape = bm, (1,) + tuple(shape)
-
-    def increment(self, s, t):
-        return self.bm(s, t).unsqueeze(0)
-
-    def on_grid(self, grid):
-        return torch.stack([self.increment(s, s + dt) for s, dt in grid.steps()], 2)
-
-    def space_time_levy_area(self, s, t):
-        dw, u = self.bm(s, t, return_U=True)
-        return dw.unsqueeze(0), (u / (t - s) - 0.5 * dw).unsqueeze(0)
-
-
 #: (our name, torchsde method, calculus, problems)
 METHODS = [
     ("euler", "euler", "ito", ("ex1", "ex2", "ex3", "ex4")),
@@ -125,7 +108,7 @@ def orders(kind, ours_name, ts_method, sde_type, batch, levels=(2, 3, 4, 5, 6), 
     bm = torchsde.BrownianInterval(
         0.0, 1.0, bm_shape, dtype=F64, entropy=11, levy_area_approximation="space-time", dt=2.0**-ref_level, cache_size=None
     )
-    src = LevySource(bm, bm_shape)
+    src = IntervalBrownian.wrap(bm)
     integ = Milstein(derivative="jvp") if ours_name == "milstein" else ours_name
 
     def run_ours(level):

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from coupled_sde import SRA1, GridBrownian, Heun, Milstein, RecordedBrownian, ReversibleHeun, TimeGrid, solve
+from coupled_sde import SRA1, GridBrownian, Heun, IntervalBrownian, Milstein, RecordedBrownian, ReversibleHeun, TimeGrid, solve
 from coupled_sde.integrators import EulerMaruyama, resolve_integrator
 from coupled_sde.problems import CommutativeLinear, GeometricBrownianMotion, OrnsteinUhlenbeck, TimeDependentOU
 from coupled_sde.sde import ODE, FunctionSDE
@@ -145,23 +145,6 @@ class _TS(torch.nn.Module):
         return self._g(float(t), y)
 
 
-class _Levy:
-    """Our interval/Lévy-area protocol over a torchsde BrownianInterval (H = U/h - dW/2)."""
-
-    def __init__(self, bm, batch, d):
-        self.bm, self.shape = bm, (1, batch, d)
-
-    def increment(self, s, t):
-        return self.bm(s, t).unsqueeze(0)
-
-    def on_grid(self, grid):
-        return torch.stack([self.increment(s, s + dt) for s, dt in grid.steps()], 2)
-
-    def space_time_levy_area(self, s, t):
-        dw, u = self.bm(s, t, return_U=True)
-        return dw.unsqueeze(0), (u / (t - s) - 0.5 * dw).unsqueeze(0)
-
-
 def _parity_cases():
     th, s0, s1 = 1.0, 0.5, 1.5
     add_f = lambda t, y: -th * y  # noqa: E731
@@ -191,7 +174,7 @@ def test_same_path_as_torchsde_gives_the_same_solution(name, ours, noise_type, s
     theirs = torchsde.sdeint(ts_sde, y0, torch.tensor([0.0, 1.0], dtype=F64), bm=bm, method=method, dt=1.0 / n, options=opts)[-1]
     ours_sde = FunctionSDE(f, g, noise_type=noise_type, calculus=sde_type)
     grid = TimeGrid.uniform(0.0, 1.0, n)
-    src = _Levy(bm, B, d)
+    src = IntervalBrownian.wrap(bm)
     if ours != "sra1":
         src = RecordedBrownian(grid, src.on_grid(grid))
     mine = solve(ours_sde, y0, grid, ours, noise=src).y

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -420,12 +420,36 @@ class IntervalBrownian:
             levy_area_approximation="none",
         )
         self._lo, self._hi = lo, hi
+        self._lead: tuple[int, ...] = ()  # the interval's size is the whole (S, B, *noise)
 
-    def increment(self, s: float, t: float) -> Tensor:
+    @classmethod
+    def wrap(cls, bm: Any) -> IntervalBrownian:
+        """Our source over an existing ``torchsde.BrownianInterval`` of size ``(B, *noise)`` (one stream),
+        so that :func:`~coupled_sde.solve.solve` and ``torchsde.sdeint`` read the very same path. With
+        the interval's ``levy_area_approximation="space-time"`` it also answers
+        :meth:`space_time_levy_area` (SRA1)."""
+        self = cls.__new__(cls)
+        self._bm, self._lo, self._hi = bm, float(bm._start), float(bm._end)
+        self._lead = (1,)  # torchsde's size has no streams axis
+        self.shape = self._lead + tuple(bm.shape)
+        return self
+
+    def _query(self, s: float, t: float, **kwargs: Any) -> Any:
         a, b = (s, t) if s <= t else (t, s)
         # Clamp ULP-level excursions instead of failing (torchsde#152): grids are float64 and snapped.
         a, b = max(a, self._lo), min(b, self._hi)
-        return self._bm(a, b)
+        return self._bm(a, b, **kwargs)
+
+    def increment(self, s: float, t: float) -> Tensor:
+        dw = self._query(s, t)
+        return dw.reshape(self.shape) if self._lead else dw
+
+    def space_time_levy_area(self, s: float, t: float) -> tuple[Tensor, Tensor]:
+        """``(dW, H)`` over ``[s, t]``, ``H = U / h - dW / 2`` from torchsde's ``U = int_s^t (W_r - W_s) dr``
+        (needs ``levy_area_approximation="space-time"``: :meth:`wrap` such an interval)."""
+        dw, u = self._query(s, t, return_U=True)
+        h = abs(t - s)
+        return dw.reshape(self.shape), (u / h - 0.5 * dw).reshape(self.shape)
 
     def on_grid(self, grid: TimeGrid) -> Tensor:
         return torch.stack([self.increment(s, s + dt) for s, dt in grid.steps()], dim=2)
