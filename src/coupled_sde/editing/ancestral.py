@@ -19,7 +19,6 @@ increment it implies (``n = x^src' - mu(x^src)``: the discrete sync-SDE of Zhang
 from __future__ import annotations
 
 import math
-from dataclasses import fields
 
 import torch
 
@@ -36,20 +35,14 @@ class Ancestral(Integrator):
 
     NAMES = ("ddim", "ddpm", "ancestral")
     info = IntegratorInfo(
-        **{
-            k: v
-            for k, v in dict(
-                name="DDIM",
-                strong_order=0.5,
-                strong_order_additive=1.0,
-                weak_order=1.0,
-                ode_order=1,
-                calculus=Calculus.ITO,
-                noise_types=frozenset({NoiseType.ADDITIVE}),
-                drift_evals_per_step=1,
-            ).items()
-            if k in {f.name for f in fields(IntegratorInfo)}  # IntegratorInfo's fields may change (issue 9)
-        }
+        name="DDIM",
+        strong_order=0.5,
+        strong_order_additive=1.0,
+        weak_order=1.0,
+        ode_order=1,
+        calculus=Calculus.ITO,
+        noise_types=frozenset({NoiseType.ADDITIVE}),
+        drift_evals_per_step=1,
     )
 
     def __init__(self, schedule: Schedule, eta: float = 1.0) -> None:
