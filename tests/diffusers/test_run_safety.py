@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from run_datasets import save_image, write_dataset
+from run_datasets import failing_on_the_last_target, save_image, write_dataset
 
 from coupled_sde.editing import api as image_api
 from coupled_sde.io import image_size
@@ -72,13 +72,7 @@ def test_an_image_that_fails_to_decode_is_an_error_row_and_the_run_goes_on(flux,
 
 def test_a_retry_replaces_its_failed_row(flux, tmp_path, monkeypatch):
     triplets = load_triplets(write_dataset(tmp_path / "data"))
-    real = image_api.edit_tensor
-
-    def flaky(backbone, image, source_prompt, target_prompt, method="sync-sde", **kw):
-        if target_prompt.endswith("1"):
-            raise FloatingPointError("diverged")
-        return real(backbone, image, source_prompt, target_prompt, method, **kw)
-
+    flaky = failing_on_the_last_target(image_api.edit_tensor)
     with monkeypatch.context() as m:
         m.setattr(image_api, "edit_tensor", flaky)
         for _ in range(3):  # fails three times: one failed row, the latest, not three

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from run_datasets import save_image, write_dataset
+from run_datasets import failing_on_the_last_target, save_image, write_dataset
 
 from coupled_sde import cli
 from coupled_sde.editing import api as image_api
@@ -103,13 +103,7 @@ def test_resume_after_interruption_recomputes_only_missing_rows(flux_dir, tmp_pa
 
 def test_failed_edits_are_recorded_and_retried(flux, tmp_path, monkeypatch):
     triplets = load_triplets(write_dataset(tmp_path / "data"))
-    real = image_api.edit_tensor
-
-    def flaky(backbone, image, source_prompt, target_prompt, method="sync-sde", **kw):
-        if target_prompt.endswith("1"):
-            raise FloatingPointError("diverged")
-        return real(backbone, image, source_prompt, target_prompt, method, **kw)
-
+    flaky = failing_on_the_last_target(image_api.edit_tensor)
     with monkeypatch.context() as m:
         m.setattr(image_api, "edit_tensor", flaky)
         report = run_dataset(flux, triplets, tmp_path / "run", settings=FAST, progress=False, log=None)
